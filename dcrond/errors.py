@@ -1,0 +1,64 @@
+"""The one error tree of dcrond.
+
+::
+
+    DcronError                      root: catch this at the edges
+    ├── ConfigError                 the operator's fault: a bad config file (exit 78)
+    ├── InvalidRequest              the caller's fault: bad input, nothing was changed
+    │   ├── NotFound                the named job, run or node does not exist
+    │   └── AlreadyExists           a job with that name exists
+    ├── NotLeader                   this node cannot serve the request; carries a hint
+    ├── Unavailable                 no quorum or the daemon is shutting down; retry later
+    ├── ProtocolError               a peer sent a malformed or oversized frame
+    └── StorageError                the disk refused us (or holds a corrupt log)
+        └── CorruptLog              a torn or corrupted log tail was found and not applied
+
+Errors under ``InvalidRequest`` are the caller's fault. ``StorageError`` and
+anything not in this tree are bugs or failing hardware and should be reported.
+"""
+
+from __future__ import annotations
+
+
+class DcronError(Exception):
+    """Root of every error dcrond raises on purpose."""
+
+
+class ConfigError(DcronError):
+    """The configuration file is invalid; the message names the dotted key."""
+
+
+class InvalidRequest(DcronError):
+    """The request is invalid; nothing was changed."""
+
+
+class NotFound(InvalidRequest):
+    """The named object does not exist."""
+
+
+class AlreadyExists(InvalidRequest):
+    """An object with that name already exists."""
+
+
+class NotLeader(DcronError):
+    """This node is not the leader; ``leader`` names the one it knows, if any."""
+
+    def __init__(self, message: str = "not the leader", leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class Unavailable(DcronError):
+    """The cluster cannot serve the request right now (no quorum, shutting down)."""
+
+
+class ProtocolError(DcronError):
+    """A peer sent a malformed, unknown or oversized frame."""
+
+
+class StorageError(DcronError):
+    """Durable storage failed."""
+
+
+class CorruptLog(StorageError):
+    """The Raft log on disk has a torn or corrupted tail; it was not applied."""

@@ -1,0 +1,5 @@
+"""dcrond.gossip."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

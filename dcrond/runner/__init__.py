@@ -1,0 +1,5 @@
+"""dcrond.runner."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

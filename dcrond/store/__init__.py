@@ -1,0 +1,5 @@
+"""dcrond.store."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
