@@ -1,5 +1,38 @@
-"""dcrond.testing."""
+"""Fakes and the deterministic Raft simulator, shared by the tests.
+
+- ``_kv``: a key-value state machine with client sessions (retries apply once).
+- ``_simnet`` / ``_simdisk``: the simulated network and disk.
+- ``_checkers``: Raft's safety invariants, checked incrementally after every step.
+- ``_linearizability``: a Wing & Gong / Lowe checker for key-value histories.
+- ``_sim``: the simulator that drives whole clusters of ``RaftCore`` from one seed.
+
+See the "Simulator" section of docs/raft.md.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from dcrond.testing._kv import STALE, Command, KVStateMachine, Op, Result
+from dcrond.testing._linearizability import (
+    LinearizabilityResult,
+    Operation,
+    SearchTooLarge,
+    check_history,
+)
+from dcrond.testing._simdisk import DiskContractError, SimDisk
+from dcrond.testing._simnet import NetworkQuality, SimNetwork
+
+__all__ = [
+    "STALE",
+    "Command",
+    "DiskContractError",
+    "KVStateMachine",
+    "LinearizabilityResult",
+    "NetworkQuality",
+    "Op",
+    "Operation",
+    "Result",
+    "SearchTooLarge",
+    "SimDisk",
+    "SimNetwork",
+    "check_history",
+]
