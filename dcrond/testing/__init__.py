@@ -11,6 +11,7 @@ See the "Simulator" section of docs/raft.md.
 
 from __future__ import annotations
 
+from dcrond.testing._checkers import CheckerStats, InvariantViolation, SafetyChecker
 from dcrond.testing._kv import STALE, Command, KVStateMachine, Op, Result
 from dcrond.testing._linearizability import (
     LinearizabilityResult,
@@ -23,14 +24,17 @@ from dcrond.testing._simnet import NetworkQuality, SimNetwork
 
 __all__ = [
     "STALE",
+    "CheckerStats",
     "Command",
     "DiskContractError",
+    "InvariantViolation",
     "KVStateMachine",
     "LinearizabilityResult",
     "NetworkQuality",
     "Op",
     "Operation",
     "Result",
+    "SafetyChecker",
     "SearchTooLarge",
     "SimDisk",
     "SimNetwork",
