@@ -8,7 +8,8 @@ DATA   ?= $(CURDIR)/.dcrond-data
 
 .PHONY: run test lint typecheck unit sim bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml .ci/apt-packages
+	bash .ci/install-system-packages
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

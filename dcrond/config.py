@@ -1,0 +1,158 @@
+"""dcrond's configuration: TOML read with tomllib into frozen dataclasses.
+
+Lookup order: ``--config``, then ``$DCROND_CONFIG``, then
+``/etc/dcrond/dcrond.toml``; with none of them, a single local node whose data
+lives in a local folder. Unknown keys are refused with their dotted path
+(``raft.tick_ms``); the daemon then exits with 78 (EX_CONFIG).
+``dcrond.toml.example`` lists every key at its default; a test keeps the two
+in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, final
+
+from dcrond.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/dcrond/dcrond.toml")
+DEFAULT_API_PORT = 7300
+DEFAULT_RAFT_PORT = 7301
+
+
+def default_data_dir() -> Path:
+    """Where a node keeps its data when the config does not say."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/dcrond")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "dcrond"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """[node]: who this host is and where it keeps its data."""
+
+    name: str = field(default_factory=socket.gethostname)
+    data_dir: str = ""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """[api]: where dcronctl and the HTTP API reach this node."""
+
+    listen: str = f"127.0.0.1:{DEFAULT_API_PORT}"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """[raft]: the consensus log's listener and timing."""
+
+    listen: str = f"127.0.0.1:{DEFAULT_RAFT_PORT}"
+    tick_ms: int = 100
+    election_ticks: int = 10
+    snapshot_entries: int = 10_000
+    fsync: bool = True
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """[cluster]: which cluster this node belongs to."""
+
+    name: str = "dcrond"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    raft: RaftConfig = field(default_factory=RaftConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    source: str = "defaults"
+
+    @property
+    def data_path(self) -> Path:
+        """The data folder, resolved."""
+        return Path(self.node.data_dir) if self.node.data_dir else default_data_dir()
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "node": NodeConfig,
+    "api": ApiConfig,
+    "raft": RaftConfig,
+    "cluster": ClusterConfig,
+}
+
+
+def parse_address(text: str, key: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); ConfigError naming ``key`` otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: expected host:port, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _section(name: str, cls: type[Any], raw: object) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a table, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}: unknown key")
+        default = getattr(cls(), key)
+        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
+            value, type(default)
+        ):
+            raise ConfigError(
+                f"{name}.{key}: expected {type(default).__name__}, got {type(value).__name__}"
+            )
+        values[key] = value
+    return cls(**values)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, data_dir: str | None = None
+) -> Config:
+    """Find and read the configuration; ConfigError (exit 78) if it is invalid."""
+    source: Path | None = None
+    if path is not None:
+        source = Path(path)
+    elif os.environ.get("DCROND_CONFIG"):
+        source = Path(os.environ["DCROND_CONFIG"])
+    elif SYSTEM_CONFIG.exists():
+        source = SYSTEM_CONFIG
+    raw: dict[str, Any] = {}
+    if source is not None:
+        try:
+            raw = tomllib.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: no such file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{name}: unknown section")
+        sections[name] = _section(name, _SECTIONS[name], value)
+    config = Config(**sections, source=str(source) if source else "defaults")
+    if data_dir is not None:
+        config = dataclasses.replace(
+            config, node=dataclasses.replace(config.node, data_dir=data_dir)
+        )
+    parse_address(config.api.listen, "api.listen")
+    parse_address(config.raft.listen, "raft.listen")
+    if config.raft.tick_ms <= 0 or config.raft.election_ticks < 2:
+        raise ConfigError("raft.tick_ms must be > 0 and raft.election_ticks >= 2")
+    return config

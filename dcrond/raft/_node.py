@@ -1,0 +1,481 @@
+"""The trio driver that runs a pure ``RaftCore`` against real storage and a network.
+
+Theory of operation
+-------------------
+The core (``_core.py``) never does I/O. This driver owns everything that does:
+
+* a **tick task** calls ``core.tick()`` every ``tick_seconds`` on trio's clock;
+* a **receive task** feeds every message from the transport to ``core.step``;
+* callers (``propose``, ``read_barrier``, ``change_membership``…) call into the
+  core directly — trio runs one task at a time, so no lock is needed;
+* every one of those marks the node *dirty*; the **ready task** wakes, yields
+  once so that everything else that is runnable gets to add its input (this is
+  what batches 64 concurrent proposals into one fsync), then drains
+  ``core.ready()`` in the order its docstring states: persist (one SQLite
+  transaction, fsync'd), send, apply, advance.
+
+A proposal is answered when its entry is *applied*, with the state machine's
+result; if another entry won that index (leadership changed), the proposer is
+told with ``NotLeader`` so it can retry — with the same client session and
+sequence number, which the state machine uses to apply a retried command once.
+
+The state machine takes a snapshot every ``snapshot_entries`` applied entries;
+the driver stores it (``LogStorage.compact``) and hands it to the core so that
+lagging followers are caught up with InstallSnapshot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, final
+
+import trio
+
+from dcrond.errors import InvalidRequest, NotLeader, Unavailable
+from dcrond.raft._core import RaftCore, decode_conf_change
+from dcrond.raft._storage import LogStorage
+from dcrond.raft._transport import RaftTransport
+from dcrond.raft._types import (
+    ConfChange,
+    ConfChangeType,
+    Config,
+    ConfState,
+    Entry,
+    EntryKind,
+    Message,
+    NodeId,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+
+log = logging.getLogger("dcrond.raft")
+
+
+class StateMachine(Protocol):
+    """What the driver applies committed entries to.
+
+    ``apply`` must be deterministic (no clock reads, no randomness) and is
+    called for every committed entry (NOOP and CONFIG too, so it can record
+    its applied index), in log order, exactly once per index since the last
+    ``restore``; it returns the proposer's result for NORMAL entries.
+    ``applied_index`` is the last index it has durably applied (a state
+    machine kept in memory returns what it last saw).
+    """
+
+    def apply(self, entry: Entry) -> object: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes, index: int) -> None: ...
+
+    @property
+    def applied_index(self) -> int: ...
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class NodeStatistics:
+    """Counters of one running node (what ``cluster status`` and metrics show)."""
+
+    node_id: NodeId
+    role: Role
+    term: int
+    leader: NodeId | None
+    commit_index: int
+    applied_index: int
+    last_index: int
+    voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...]
+    readies: int
+    persisted_batches: int
+    persisted_entries: int
+    snapshots: int
+
+
+@dataclass(slots=True)
+class _Waiter:
+    term: int
+    event: trio.Event
+    result: object = None
+    error: BaseException | None = None
+
+
+@final
+class RaftNode:
+    """One Raft member running under trio.
+
+    Use ``await nursery.start(node.run)``; then ``propose``, ``read_barrier``
+    and ``change_membership`` from any task of the same trio run.
+    """
+
+    def __init__(
+        self,
+        core: RaftCore,
+        storage: LogStorage,
+        transport: RaftTransport,
+        state_machine: StateMachine,
+        *,
+        conf: ConfState,
+        applied_term: int = 0,
+        tick_seconds: float = 0.1,
+        snapshot_entries: int = 10_000,
+        on_conf_change: Callable[[ConfState], None] | None = None,
+    ) -> None:
+        self.core = core
+        self.storage = storage
+        self.transport = transport
+        self.sm = state_machine
+        self.tick_seconds = tick_seconds
+        self.snapshot_entries = snapshot_entries
+        self._on_conf_change = on_conf_change
+        self._applied_conf = conf  # membership as of the applied index
+        self._applied_index = core.applied_index
+        self._applied_term = applied_term
+        self._snapshot_index = core.applied_index
+        self._dirty = trio.Event()
+        self._applied_changed = trio.Event()
+        self._changed = trio.Event()  # set after every round of Ready handling
+        self._waiters: dict[int, _Waiter] = {}
+        self._reads: dict[bytes, ReadState | None] = {}
+        self._read_events: dict[bytes, trio.Event] = {}
+        self._read_ids = itertools.count(1)
+        self._read_prefix = os.urandom(8)
+        self._readies = 0
+        self._batches = 0
+        self._entries = 0
+        self._snapshots = 0
+        self._closed = False
+
+    # --- running --------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until cancelled: transport, ticks, incoming messages, Ready handling."""
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.transport.serve)
+                nursery.start_soon(self._tick_loop)
+                nursery.start_soon(self._receive_loop)
+                nursery.start_soon(self._ready_loop)
+                self._process_ready()
+                task_status.started()
+        finally:
+            self._closed = True
+            self._fail_waiters(Unavailable("this node is shutting down"))
+
+    async def _tick_loop(self) -> None:
+        next_tick = trio.current_time()
+        while True:
+            next_tick += self.tick_seconds
+            await trio.sleep_until(next_tick)
+            self.core.tick()
+            self._dirty.set()
+
+    async def _receive_loop(self) -> None:
+        channel = self.transport.receive_channel
+        step = self.core.step
+        async for msg in channel:
+            step(msg)
+            # Drain whatever else already arrived before handing control back.
+            while True:
+                try:
+                    more: Message = channel.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                step(more)
+            self._dirty.set()
+
+    async def _ready_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            # Let every other runnable task add its input first: this is the
+            # batching point (one fsync for everything queued right now).
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._process_ready()
+
+    def _process_ready(self) -> None:
+        core = self.core
+        while core.has_ready():
+            rd = core.ready()
+            self._readies += 1
+            self._persist(rd)
+            for msg in rd.messages:
+                self.transport.send_nowait(msg)
+            self._apply(rd)
+            core.advance(rd)
+        self._maybe_snapshot()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _persist(self, rd: Ready) -> None:
+        if rd.snapshot is None and not rd.entries and rd.hard_state is None:
+            return
+        self.storage.save(hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot)
+        self._batches += 1
+        self._entries += len(rd.entries)
+
+    def _apply(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            meta = rd.snapshot.meta
+            self.sm.restore(rd.snapshot.data, meta.index)
+            self._applied_index, self._applied_term = meta.index, meta.term
+            self._snapshot_index = meta.index
+            self._set_conf(meta.conf)
+            for index in [i for i in self._waiters if i <= meta.index]:
+                self._finish(index, error=NotLeader("outcome unknown: replaced by a snapshot"))
+        for entry in rd.committed:
+            result = self.sm.apply(entry)
+            if entry.kind == EntryKind.CONFIG:
+                self._set_conf(
+                    _apply_conf_change(self._applied_conf, decode_conf_change(entry.data))
+                )
+            self._applied_index, self._applied_term = entry.index, entry.term
+            waiter = self._waiters.get(entry.index)
+            if waiter is not None:
+                if waiter.term == entry.term:
+                    self._finish(entry.index, result=result)
+                else:
+                    self._finish(
+                        entry.index,
+                        error=NotLeader("leadership changed before the entry committed", None),
+                    )
+        for rs in rd.read_states:
+            if rs.request_id in self._read_events:
+                self._reads[rs.request_id] = rs
+                self._read_events[rs.request_id].set()
+        if rd.committed or rd.snapshot is not None:
+            self._applied_changed.set()
+            self._applied_changed = trio.Event()
+
+    def _set_conf(self, conf: ConfState) -> None:
+        if conf != self._applied_conf:
+            self._applied_conf = conf
+            if self._on_conf_change is not None:
+                self._on_conf_change(conf)
+
+    def _maybe_snapshot(self) -> None:
+        if self._applied_index - self._snapshot_index < self.snapshot_entries:
+            return
+        meta = SnapshotMeta(self._applied_index, self._applied_term, self._applied_conf)
+        snap = Snapshot(meta, self.sm.snapshot())
+        self.storage.compact(snap)
+        self.core.compact(snap)
+        self._snapshot_index = meta.index
+        self._snapshots += 1
+        log.info(
+            "raft_snapshot node=%s index=%d bytes=%d", self.core.id, meta.index, len(snap.data)
+        )
+
+    def _finish(
+        self, index: int, *, result: object = None, error: BaseException | None = None
+    ) -> None:
+        waiter = self._waiters.pop(index)
+        waiter.result, waiter.error = result, error
+        waiter.event.set()
+
+    def _fail_waiters(self, error: BaseException) -> None:
+        for index in list(self._waiters):
+            self._finish(index, error=error)
+        for rid, event in self._read_events.items():
+            self._reads[rid] = None
+            event.set()
+
+    # --- what callers use -----------------------------------------------------
+
+    async def propose(self, data: bytes, *, timeout: float = 10.0) -> object:
+        """Append ``data`` to the log and return the state machine's result once applied.
+
+        Raises NotLeader (with a hint) when this node does not lead or lost
+        leadership before the entry committed; Unavailable on timeout (the
+        outcome is then unknown: retry with the same session and sequence).
+        """
+        self._check_open()
+        index = self.core.propose(data)
+        return await self._wait_applied(index, timeout)
+
+    async def change_membership(self, change: ConfChange, *, timeout: float = 10.0) -> None:
+        """Propose one membership change and wait until it is applied here."""
+        self._check_open()
+        index = self.core.propose_conf_change(change)
+        await self._wait_applied(index, timeout)
+
+    async def _wait_applied(self, index: int, timeout: float) -> object:
+        waiter = _Waiter(self.core.term, trio.Event())
+        self._waiters[index] = waiter
+        self._dirty.set()
+        with trio.move_on_after(timeout):
+            await waiter.event.wait()
+        if not waiter.event.is_set():
+            self._waiters.pop(index, None)
+            raise Unavailable(f"entry {index} not applied within {timeout:g}s; outcome unknown")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
+
+    async def read_barrier(self, *, timeout: float = 5.0) -> int:
+        """Wait until this node may serve a linearizable read; return the read index.
+
+        Uses ReadIndex (no log write). Every call uses a new request id, so a
+        retry can never be answered with an older round's index.
+        """
+        self._check_open()
+        rid = self._read_prefix + next(self._read_ids).to_bytes(8, "big")
+        event = trio.Event()
+        self._read_events[rid] = event
+        try:
+            self.core.read_index(rid)
+            self._dirty.set()
+            with trio.move_on_after(timeout):
+                await event.wait()
+                rs = self._reads.get(rid)
+                if rs is None or rs.index == 0:
+                    raise NotLeader("read refused: no leader right now", self.core.leader)
+                await self.wait_applied(rs.index)
+                return rs.index
+            raise Unavailable(f"read not confirmed within {timeout:g}s")
+        finally:
+            self._read_events.pop(rid, None)
+            self._reads.pop(rid, None)
+
+    async def wait_applied(self, index: int) -> None:
+        """Wait until the state machine has applied ``index``."""
+        while self._applied_index < index:
+            await self._applied_changed.wait()
+
+    async def transfer_leadership(self, to: NodeId, *, timeout: float = 5.0) -> None:
+        """Hand leadership to ``to`` and wait until some other node leads."""
+        self._check_open()
+        self.core.transfer_leadership(to)
+        self._dirty.set()
+        with trio.fail_after(timeout):
+            while self.core.role == Role.LEADER:
+                await self._changed.wait()
+
+    async def wait_leader(self, *, timeout: float = 10.0) -> NodeId:
+        """Wait until this node knows a leader and return its id."""
+        with trio.fail_after(timeout):
+            while self.core.leader is None:
+                await self._changed.wait()
+        leader = self.core.leader
+        assert leader is not None
+        return leader
+
+    def campaign(self) -> None:
+        """Start an election now (bootstrap of a one-node cluster, tests)."""
+        self.core.campaign()
+        self._dirty.set()
+
+    def statistics(self) -> NodeStatistics:
+        """A frozen record of this node's state and counters."""
+        core = self.core
+        conf = core.conf
+        return NodeStatistics(
+            node_id=core.id,
+            role=core.role,
+            term=core.term,
+            leader=core.leader,
+            commit_index=core.commit_index,
+            applied_index=self._applied_index,
+            last_index=core.last_index,
+            voters=tuple(sorted(conf.voters)),
+            learners=tuple(sorted(conf.learners)),
+            readies=self._readies,
+            persisted_batches=self._batches,
+            persisted_entries=self._entries,
+            snapshots=self._snapshots,
+        )
+
+    @property
+    def applied_conf(self) -> ConfState:
+        """The membership as of the applied index."""
+        return self._applied_conf
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("this node is shut down")
+
+
+def _apply_conf_change(conf: ConfState, cc: ConfChange) -> ConfState:
+    """The membership after ``cc`` (the driver's view as of the applied index)."""
+    voters, learners = set(conf.voters), set(conf.learners)
+    if cc.type in (ConfChangeType.ADD_VOTER, ConfChangeType.PROMOTE_LEARNER):
+        learners.discard(cc.node)
+        voters.add(cc.node)
+    elif cc.type == ConfChangeType.ADD_LEARNER:
+        voters.discard(cc.node)
+        learners.add(cc.node)
+    elif cc.type == ConfChangeType.REMOVE_NODE:
+        voters.discard(cc.node)
+        learners.discard(cc.node)
+    else:  # pragma: no cover - exhaustive
+        raise InvalidRequest(f"unknown membership change {cc.type!r}")
+    return ConfState(frozenset(voters), frozenset(learners))
+
+
+def open_node(
+    node_id: NodeId,
+    storage: LogStorage,
+    transport: RaftTransport,
+    state_machine: StateMachine,
+    *,
+    bootstrap: ConfState,
+    config: Config | None = None,
+    rng: random.Random | None = None,
+    tick_seconds: float = 0.1,
+    snapshot_entries: int = 10_000,
+    on_conf_change: Callable[[ConfState], None] | None = None,
+) -> RaftNode:
+    """Recover a node from ``storage`` (or bootstrap a new one) and wrap it in a driver.
+
+    The state machine is restored from the stored snapshot when it is behind
+    it; committed entries after its applied index are handed out again by the
+    core, so an in-memory state machine rebuilds itself from the log.
+    """
+    loaded = storage.load()
+    snap = loaded.snapshot
+    applied = state_machine.applied_index
+    applied_term = 0
+    conf = bootstrap
+    if snap is not None:
+        conf = snap.meta.conf
+        if applied < snap.meta.index:
+            state_machine.restore(snap.data, snap.meta.index)
+            applied = snap.meta.index
+        applied_term = snap.meta.term
+    # Replay membership changes up to the applied index so the driver's view
+    # of the applied configuration is right after a restart.
+    for entry in loaded.entries:
+        if entry.index > applied:
+            break
+        applied_term = entry.term
+        if entry.kind == EntryKind.CONFIG:
+            conf = _apply_conf_change(conf, decode_conf_change(entry.data))
+    core = RaftCore(
+        node_id,
+        config if config is not None else Config(),
+        rng if rng is not None else random.Random(),
+        hard_state=loaded.hard_state,
+        snapshot=snap,
+        entries=loaded.entries,
+        conf=bootstrap,
+        applied=applied,
+    )
+    return RaftNode(
+        core,
+        storage,
+        transport,
+        state_machine,
+        conf=conf,
+        applied_term=applied_term,
+        tick_seconds=tick_seconds,
+        snapshot_entries=snapshot_entries,
+        on_conf_change=on_conf_change,
+    )

@@ -1,0 +1,67 @@
+"""Configuration: defaults, the example file, and bad files refused with their dotted key."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dcrond.config import Config, load_config
+from dcrond.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "dcrond.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_file_is_valid_and_matches_the_defaults() -> None:
+    example = load_config(ROOT / "dcrond.toml.example")
+    defaults = Config()
+    assert dataclasses.replace(example, source="defaults") == defaults
+
+
+def test_example_file_mentions_every_key() -> None:
+    text = (ROOT / "dcrond.toml.example").read_text(encoding="utf-8")
+    for section in dataclasses.fields(Config):
+        if section.name == "source":
+            continue
+        assert f"[{section.name}]" in text
+        cls = type(getattr(Config(), section.name))
+        for key in dataclasses.fields(cls):
+            assert f"{key.name} =" in text, f"{section.name}.{key.name} is not documented"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[raft]\ntick = 5\n", "raft.tick: unknown key"),
+        ("[rafts]\n", "rafts: unknown section"),
+        ("[raft]\ntick_ms = 'fast'\n", "raft.tick_ms: expected int, got str"),
+        ("[raft]\nfsync = 1\n", "raft.fsync: expected bool, got int"),
+        ("[api]\nlisten = 'nowhere'\n", "api.listen: expected host:port"),
+        ("[raft\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_refused_with_the_dotted_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(_write(tmp_path, text))
+
+
+def test_daemon_exits_78_on_an_unknown_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[node]\nnmae = 'typo'\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dcrond", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 78
+    assert "node.nmae: unknown key" in proc.stderr
