@@ -31,5 +31,9 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+bench: $(STAMP)
+	bash .ci/install-system-packages apt-packages-bench
+	$(BIN)/python bench/raft.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
