@@ -11,13 +11,17 @@ See docs/raft.md for the design and what each test proves.
 
 from __future__ import annotations
 
+from dcrond.raft._confchange import apply_conf_change, decode_conf_change, encode_conf_change
+from dcrond.raft._core import RaftCore, Rng
+from dcrond.raft._progress import ProgressState
+from dcrond.raft._status import PeerStatus, Status
 from dcrond.raft._types import (
     MESSAGE_TYPES,
     AppendEntries,
     AppendResponse,
-    Config,
     ConfChange,
     ConfChangeType,
+    Config,
     ConfState,
     Entry,
     EntryKind,
@@ -52,15 +56,23 @@ __all__ = [
     "InstallSnapshot",
     "Message",
     "NodeId",
+    "PeerStatus",
+    "ProgressState",
+    "RaftCore",
     "ReadIndexRequest",
     "ReadIndexResponse",
     "ReadState",
     "Ready",
+    "Rng",
     "Role",
     "Snapshot",
     "SnapshotMeta",
     "SnapshotResponse",
+    "Status",
     "TimeoutNow",
     "VoteRequest",
     "VoteResponse",
+    "apply_conf_change",
+    "decode_conf_change",
+    "encode_conf_change",
 ]
