@@ -260,8 +260,11 @@ async def test_dialing_an_address_that_belongs_to_another_node_is_refused() -> N
             c = make("c", {"a": a_addr, "b": a_addr})  # thinks "a" listens at b's address
             async with serving(c):
                 await wait_until(lambda: c.statistics().connected_peers == {"a"})
-                await trio.sleep(0.1)
+                await trio.sleep(0.2)  # c keeps retrying "b"; a keeps refusing it
                 assert c.statistics().connected_peers == {"a"}
+                assert a.statistics().rejected_connections >= 2
+                # ...without disturbing c's real connection to a
+                assert c.statistics().reconnects == 0
 
 
 async def test_update_peers_adds_and_removes_peers_at_run_time() -> None:
