@@ -3,64 +3,137 @@
 Exit codes: 0 ok; 1 request failed or not found; 2 usage; 3 daemon
 unreachable; 4 ``job trigger --wait`` ended with the job failing; 78 invalid
 config. Errors are one line on stderr: ``dcronctl: error: …``.
+
+``-o json`` prints exactly the API's JSON (never through rich); ``-o name``
+prints one id per line for ``xargs``; ``table`` and ``wide`` are rich tables
+with relative times. Where the daemon is: ``--endpoint``, else
+``$DCRON_ENDPOINT``, else the local default (what ``dcrond`` listens on with
+no config).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import trio
-from rich.console import Console
-from rich.table import Table
 
+from dcrond import _ctl_render as render
 from dcrond.config import DEFAULT_API_PORT, parse_address
-from dcrond.errors import ConfigError, DcronError, Unavailable
+from dcrond.errors import ConfigError, DcronError, InvalidRequest, Unavailable
 from dcrond.rpc import RpcClient
 
-EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_JOB_FAILED = 1, 2, 3, 4
+FINAL_STATES = {"succeeded", "failed", "timed_out", "killed", "skipped", "lost"}
 
-out = Console()
-err = Console(stderr=True)
-
-
-def _endpoint(arg: str | None) -> tuple[str, int]:
-    text = arg or os.environ.get("DCRON_ENDPOINT") or f"127.0.0.1:{DEFAULT_API_PORT}"
-    return parse_address(text, "--endpoint")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-async def _call(endpoint: tuple[str, int], method: str, params: dict[str, Any]) -> Any:
-    client = await RpcClient.connect(*endpoint)
-    try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(client.run)
-            with trio.fail_after(30):
-                result = await client.call(method, params)
-            nursery.cancel_scope.cancel()
-        return result
-    finally:
-        await client.aclose()
+def parse_duration(text: str) -> float:
+    """``90`` / ``90s`` / ``5m`` / ``1h30m`` / ``250ms`` -> seconds."""
+    rest, total, number = text.strip(), 0.0, ""
+    if not rest:
+        raise InvalidRequest("invalid duration '': use e.g. 30s, 5m, 1h30m")
+    if rest.replace(".", "", 1).isdigit():
+        return float(rest)
+    i = 0
+    while i < len(rest):
+        ch = rest[i]
+        if ch.isdigit() or ch == ".":
+            number += ch
+            i += 1
+            continue
+        unit = "ms" if rest.startswith("ms", i) else ch
+        if unit not in _UNITS or not number:
+            raise InvalidRequest(f"invalid duration {text!r}: use e.g. 30s, 5m, 1h30m")
+        total += float(number) * _UNITS[unit]
+        number = ""
+        i += len(unit)
+    if number:
+        raise InvalidRequest(f"invalid duration {text!r}: a number needs a unit (s, m, h, d)")
+    return total
 
 
-def _print(result: Any, output: str, title: str, columns: Sequence[str]) -> None:
-    if output == "json":
-        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
-        return
-    rows = result if isinstance(result, list) else [result]
-    if output == "name":
-        for row in rows:
-            sys.stdout.write(f"{row.get('name') or row.get('node')}\n")
-        return
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col.replace("_", " ").upper())
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    out.print(table)
+def _pairs(items: list[str] | None, what: str) -> dict[str, str] | None:
+    if items is None:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequest(f"{what} must look like KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def job_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """The job fields given on the command line (only those given)."""
+    spec: dict[str, Any] = {}
+    simple = {
+        "schedule": "schedule",
+        "timezone": "timezone",
+        "command": "command",
+        "interpreter": "interpreter",
+        "dir": "working_dir",
+        "user": "user",
+        "retries": "retries",
+        "concurrency": "concurrency",
+        "catch_up": "catch_up",
+        "catch_up_cap": "catch_up_cap",
+        "description": "description",
+        "on": "on",
+    }
+    for arg, field in simple.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            spec[field] = value
+    for arg in ("timeout", "retry_backoff"):
+        value = getattr(args, arg, None)
+        if value is not None:
+            spec[arg] = parse_duration(value)
+    if getattr(args, "script", None) is not None:
+        path = Path(args.script)
+        try:
+            spec["script"] = path.read_bytes()
+        except OSError as exc:
+            raise InvalidRequest(f"cannot read --script {path}: {exc.strerror}") from None
+        spec["script_name"] = path.name
+    for arg, field in (("tag", "tags"), ("env", "env"), ("meta", "metadata")):
+        pairs = _pairs(getattr(args, arg, None), f"--{arg}")
+        if pairs is not None:
+            spec[field] = pairs
+    if getattr(args, "after", None) is not None:
+        spec["after"] = list(args.after)
+    if getattr(args, "arg", None) is not None:
+        spec["args"] = list(args.arg)
+    return spec
+
+
+def _job_options(p: argparse.ArgumentParser, *, create: bool) -> None:
+    p.add_argument("--schedule", required=create, help="cron expression, @hourly, @every 30s")
+    how = p.add_mutually_exclusive_group(required=create)
+    how.add_argument("--command", help="a command line, run with /bin/sh -c")
+    how.add_argument("--script", help="a script file to upload and run")
+    p.add_argument("--interpreter", help="bash, sh, python, ruby, or an absolute path")
+    p.add_argument("--arg", action="append", help="an argument for the script (repeatable)")
+    p.add_argument("--timezone", help="IANA time zone of the schedule (default UTC)")
+    p.add_argument("--timeout", help="kill the run after this long (30s, 5m, 1h)")
+    p.add_argument("--retries", type=int, help="retry a failed run this many times")
+    p.add_argument("--retry-backoff", help="wait before the first retry (doubles each time)")
+    p.add_argument("--concurrency", choices=["allow", "forbid", "replace"])
+    p.add_argument("--catch-up", choices=["none", "latest", "all"])
+    p.add_argument("--catch-up-cap", type=int, help="at most this many catch-up runs")
+    p.add_argument("--tag", action="append", help="run only on hosts with tag K=V")
+    p.add_argument("--env", action="append", help="environment variable K=V (repeatable)")
+    p.add_argument("--meta", action="append", help="free metadata K=V (repeatable)")
+    p.add_argument("--dir", help="working directory")
+    p.add_argument("--user", help="unix user to run as")
+    p.add_argument("--after", action="append", help="run after this job succeeds")
+    p.add_argument("--description")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,49 +141,164 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dcronctl", description="manage dcrond")
     ap.add_argument("--endpoint", help="host:port of a dcrond (default $DCRON_ENDPOINT or local)")
     ap.add_argument("-o", "--output", choices=["table", "wide", "json", "name"], default="table")
-    nouns = ap.add_subparsers(dest="noun", required=True)
-    cluster = nouns.add_parser("cluster", help="the cluster as a whole").add_subparsers(
+    nouns = ap.add_subparsers(dest="noun", required=True, metavar="{job,run,node,cluster}")
+
+    job = nouns.add_parser("job", help="jobs").add_subparsers(dest="verb", required=True)
+    p = job.add_parser("create", help="create a job")
+    p.add_argument("name")
+    _job_options(p, create=True)
+    p = job.add_parser("update", help="change some fields of a job")
+    p.add_argument("name")
+    _job_options(p, create=False)
+    for verb, text in (
+        ("get", "show a job"),
+        ("delete", "delete a job"),
+        ("pause", "stop scheduling a job"),
+        ("resume", "schedule a paused job again"),
+        ("history", "every version of a job and what changed"),
+    ):
+        job.add_parser(verb, help=text).add_argument("name")
+    p = job.add_parser("trigger", help="run a job now")
+    p.add_argument("name")
+    p.add_argument("--wait", action="store_true", help="wait for the run to end")
+    p = job.add_parser("next", help="the next instants a job will run")
+    p.add_argument("name")
+    p.add_argument("-n", type=int, default=10)
+    job.add_parser("list", help="every job")
+
+    run = nouns.add_parser("run", help="runs of jobs").add_subparsers(dest="verb", required=True)
+    p = run.add_parser("list", help="runs, newest first")
+    p.add_argument("--job")
+    p.add_argument("--state")
+    p.add_argument("--limit", type=int, default=50)
+    run.add_parser("get", help="one run and its attempts").add_argument("id")
+    p = run.add_parser("logs", help="a run's output")
+    p.add_argument("id")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing while it runs")
+    run.add_parser("kill", help="stop a running run").add_argument("id")
+
+    node = nouns.add_parser("node", help="hosts").add_subparsers(dest="verb", required=True)
+    node.add_parser("list", help="every host, up or down")
+    cluster = nouns.add_parser("cluster", help="the cluster").add_subparsers(
         dest="verb", required=True
     )
     cluster.add_parser("status", help="leader, term, commit index, voters and learners")
-    node = nouns.add_parser("node", help="hosts").add_subparsers(dest="verb", required=True)
-    node.add_parser("list", help="every host, up or down")
     return ap
+
+
+class Session:
+    """One connection to dcrond for the length of a command."""
+
+    def __init__(self, client: RpcClient) -> None:
+        self.client = client
+
+    async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        with trio.fail_after(60):
+            return await self.client.call(method, params or {})
+
+
+async def _with_session(endpoint: tuple[str, int], fn: Callable[[Session], Any]) -> Any:
+    client = await RpcClient.connect(*endpoint)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            result = await fn(Session(client))
+            nursery.cancel_scope.cancel()
+        return result
+    finally:
+        await client.aclose()
+
+
+async def _follow_logs(s: Session, run_id: str, follow: bool) -> None:
+    offset = 0
+    while True:
+        chunk = await s.call("run.logs", {"id": run_id, "offset": offset})
+        data: bytes = chunk["data"]
+        if data:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            offset += len(data)
+        if chunk["done"] or not follow:
+            return
+        if not data:
+            await trio.sleep(0.2)
+
+
+async def _wait_run(s: Session, run: dict[str, Any]) -> dict[str, Any]:
+    while run["state"] not in FINAL_STATES:
+        await trio.sleep(0.2)
+        run = await s.call("run.get", {"id": run["id"]})
+    return run
+
+
+async def dispatch(args: argparse.Namespace, s: Session) -> int:
+    """Run one command against the daemon; returns the exit code."""
+    noun, verb, out = args.noun, args.verb, args.output
+    if noun == "job":
+        if verb in ("create", "update"):
+            spec = job_spec(args)
+            if verb == "update" and not spec:
+                raise InvalidRequest("nothing to change: give at least one option")
+            render.job(await s.call(f"job.{verb}", {"name": args.name, "spec": spec}), out)
+        elif verb in ("get", "pause", "resume"):
+            render.job(await s.call(f"job.{verb}", {"name": args.name}), out)
+        elif verb == "delete":
+            result = await s.call("job.delete", {"name": args.name})
+            render.message(result, out, f"job {args.name} deleted")
+        elif verb == "history":
+            render.history(await s.call("job.history", {"name": args.name}), out)
+        elif verb == "list":
+            render.jobs(await s.call("job.list"), out)
+        elif verb == "next":
+            render.instants(await s.call("job.next", {"name": args.name, "n": args.n}), out)
+        elif verb == "trigger":
+            run = await s.call("job.trigger", {"name": args.name})
+            if args.wait:
+                run = await _wait_run(s, run)
+            render.run(run, out)
+            if args.wait and run["state"] != "succeeded":
+                return EXIT_JOB_FAILED
+    elif noun == "run":
+        if verb == "list":
+            params = {"job": args.job, "state": args.state, "limit": args.limit}
+            render.runs(await s.call("run.list", params), out)
+        elif verb == "get":
+            render.run(await s.call("run.get", {"id": args.id}), out)
+        elif verb == "logs":
+            await _follow_logs(s, args.id, args.follow)
+        elif verb == "kill":
+            render.run(await s.call("run.kill", {"id": args.id}), out)
+    elif noun == "node":
+        render.nodes(await s.call("node.list"), out)
+    elif noun == "cluster":
+        render.cluster(await s.call("cluster.status"), out)
+    return 0
+
+
+def _error(text: str) -> None:
+    sys.stderr.write(f"dcronctl: error: {text}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dcronctl``."""
     args = build_parser().parse_args(argv)
     try:
-        endpoint = _endpoint(args.endpoint)
-        if (args.noun, args.verb) == ("cluster", "status"):
-            result = trio.run(_call, endpoint, "cluster.status", {})
-            cols = [
-                "cluster",
-                "node",
-                "role",
-                "leader",
-                "term",
-                "commit_index",
-                "applied_index",
-                "voters",
-                "learners",
-            ]
-            _print(result, args.output, "cluster", cols)
-        elif (args.noun, args.verb) == ("node", "list"):
-            result = trio.run(_call, endpoint, "node.list", {})
-            _print(result, args.output, "nodes", ["name", "state", "raft_role", "version"])
+        text = args.endpoint or os.environ.get("DCRON_ENDPOINT") or f"127.0.0.1:{DEFAULT_API_PORT}"
+        endpoint = parse_address(text, "--endpoint")
+        if args.noun == "job" and args.verb in ("create", "update"):
+            job_spec(args)  # bad input is refused before anything is sent
+        return int(trio.run(_with_session, endpoint, lambda s: dispatch(args, s)))
     except ConfigError as exc:
-        err.print(f"dcronctl: error: {exc}", markup=False, highlight=False)
+        _error(str(exc))
         return EXIT_USAGE
     except Unavailable as exc:
-        err.print(
-            f"dcronctl: error: {exc} (is dcrond running? try --endpoint)",
-            markup=False,
-            highlight=False,
-        )
+        _error(f"{exc} (is dcrond running? set --endpoint or $DCRON_ENDPOINT)")
+        return EXIT_UNREACHABLE
+    except trio.TooSlowError:
+        _error("dcrond did not answer within 60s")
         return EXIT_UNREACHABLE
     except DcronError as exc:
-        err.print(f"dcronctl: error: {exc}", markup=False, highlight=False)
+        _error(str(exc))
         return EXIT_FAILED
-    return 0
+    except KeyboardInterrupt:
+        return 130
