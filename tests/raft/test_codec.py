@@ -244,7 +244,7 @@ def test_malformed_message_names_the_bad_field(obj: object, reason: str) -> None
         decode(obj)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(obj=msgpack_values)
 def test_arbitrary_msgpack_values_raise_only_protocol_error(obj: object) -> None:
     try:
@@ -254,7 +254,7 @@ def test_arbitrary_msgpack_values_raise_only_protocol_error(obj: object) -> None
     assert type(msg) in MESSAGE_TYPES  # a lucky valid message is fine
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=200))
 def test_arbitrary_bytes_raise_only_protocol_error(data: bytes) -> None:
     try:
@@ -266,7 +266,7 @@ def test_arbitrary_bytes_raise_only_protocol_error(data: bytes) -> None:
         decode(data)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(msg=messages, data=st.data())
 def test_a_valid_message_with_one_field_replaced_raises_only_protocol_error(
     msg: Message, data: st.DataObject
