@@ -10,7 +10,7 @@ import pytest
 
 from dcrond.errors import CorruptLog, StorageError
 from dcrond.raft._storage import LogStorage
-from dcrond.raft._storage_format import entry_crc
+from dcrond.raft._storage_format import entry_crc, hard_state_crc
 from dcrond.raft._types import (
     ConfState,
     Entry,
@@ -318,6 +318,14 @@ def test_a_term_lower_than_its_predecessor_is_reported(path: Path) -> None:
     assert (problem.part, problem.index, problem.repairable) == ("entry", 7, True)
 
 
+def test_an_entry_newer_than_the_stored_term_is_reported(path: Path) -> None:
+    filled(path)  # entries 6..10 have term 2
+    crc = hard_state_crc(1, "n1", 0)  # a valid row whose term went back to 1
+    tamper(path, ("UPDATE hard_state SET term = 1, commit_index = 0, crc = ?", (crc,)))
+    with LogStorage.open(path) as log, pytest.raises(CorruptLog, match=r"at entry 6: .* newer"):
+        log.load()
+
+
 def test_entries_that_do_not_start_after_the_snapshot_are_reported(path: Path) -> None:
     with LogStorage.open(path) as log:
         log.save(hard_state=HardState(1, "n1", 0), entries=(), snapshot=snap(5, 1))
@@ -354,6 +362,20 @@ def test_repair_cuts_the_log_at_the_first_bad_entry_and_records_it(path: Path) -
     rows = list(conn.execute("SELECT repaired_at, first_bad_index, entries_removed FROM repairs"))
     conn.close()
     assert rows == [(1_790_000_000.0, 6, 5)]
+
+
+def test_repair_drops_a_stale_row_inside_the_snapshot_and_keeps_the_log(path: Path) -> None:
+    with LogStorage.open(path) as log:
+        log.save(hard_state=HardState(1, "n1", 5), entries=(), snapshot=snap(5, 1))
+        log.save(hard_state=None, entries=ents(6, 7, 1), snapshot=None)
+    tamper(path, ("INSERT INTO entries VALUES (3, 1, 0, X'', ?)", (entry_crc(1, 3, 0, b""),)))
+    with LogStorage.open(path) as log:
+        with pytest.raises(CorruptLog, match="at entry 3: it lies inside the snapshot"):
+            log.load()
+        report = log.repair()
+        assert report is not None
+        assert (report.first_bad_index, report.entries_removed) == (3, 1)
+        assert log.load().entries == tuple(ents(6, 7, 1))
 
 
 def test_lost_committed_tail_is_reported_and_repair_lowers_commit(path: Path) -> None:
