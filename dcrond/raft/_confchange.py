@@ -14,6 +14,13 @@ every CONFIG entry it holds. Cutting off a suffix of the log pops the
 matching history entries, which reverts the membership; compaction folds the
 history into the new base.
 
+A new cluster's bootstrap membership is written into the log too, as etcd
+does: a node created with a membership and nothing on disk starts with one
+committed CONFIG entry per member (term 1, indexes 1..k, voters then
+learners, sorted), identical on every founding member. A node that joins
+later starts with an empty membership and replays those entries like any
+others, so it can never mistake itself for the only voter.
+
 The entry data is short text: ``b"add-voter n4"``, ``b"remove-node n2"``,
 ``b"add-learner n5"``, ``b"promote-learner n5"``.
 """
@@ -23,7 +30,7 @@ from __future__ import annotations
 from typing import final
 
 from dcrond.errors import InvalidRequest, ProtocolError
-from dcrond.raft._types import ConfChange, ConfChangeType, ConfState
+from dcrond.raft._types import ConfChange, ConfChangeType, ConfState, Entry, EntryKind
 
 _NAMES: dict[ConfChangeType, str] = {
     ConfChangeType.ADD_VOTER: "add-voter",
@@ -81,6 +88,15 @@ def apply_conf_change(conf: ConfState, cc: ConfChange) -> ConfState:
     if node in learners:
         return ConfState(voters, learners - {node})
     raise InvalidRequest(f"{node} is not a member")
+
+
+def bootstrap_entries(conf: ConfState) -> tuple[Entry, ...]:
+    """The committed CONFIG entries (term 1, from index 1) a new cluster's log starts with."""
+    changes = [ConfChange(ConfChangeType.ADD_VOTER, n) for n in sorted(conf.voters)]
+    changes += [ConfChange(ConfChangeType.ADD_LEARNER, n) for n in sorted(conf.learners)]
+    return tuple(
+        Entry(1, i, EntryKind.CONFIG, encode_conf_change(cc)) for i, cc in enumerate(changes, 1)
+    )
 
 
 def conf_after(conf: ConfState, data: bytes) -> ConfState:

@@ -49,13 +49,14 @@ from dcrond.errors import InvalidRequest, NotLeader
 from dcrond.raft._confchange import (
     ConfHistory,
     apply_conf_change,
+    bootstrap_entries,
     decode_conf_change,
     encode_conf_change,
 )
 from dcrond.raft._corebase import Rng
 from dcrond.raft._follower import FollowerMixin
 from dcrond.raft._leader import LeaderMixin
-from dcrond.raft._progress import Progress
+from dcrond.raft._progress import Progress, ProgressState
 from dcrond.raft._raftlog import RaftLog
 from dcrond.raft._readonly import ReadTracker
 from dcrond.raft._status import PeerStatus, Status
@@ -123,9 +124,24 @@ class RaftCore(LeaderMixin, FollowerMixin):
         self._rng = rng
         snap_index = snapshot.meta.index if snapshot is not None else 0
         snap_term = snapshot.meta.term if snapshot is not None else 0
+        hs_durable = hard_state
+        fresh = snapshot is None and not entries and hard_state == _NO_HARD_STATE
+        if fresh and conf.members():
+            # A brand-new member of a new cluster writes the bootstrap membership
+            # into its log, so that nodes joining later learn it from the log.
+            entries = bootstrap_entries(conf)
+            hard_state = HardState(1, None, len(entries))
         self._log = RaftLog(snap_index, snap_term, entries)
+        if hard_state is not hs_durable:
+            self._log.sent = 0  # the bootstrap entries are not on disk yet
         self._snapshot = snapshot  #: latest snapshot held, sent to lagging followers
-        self._confs = ConfHistory(snapshot.meta.conf if snapshot is not None else conf, snap_index)
+        if snapshot is not None:
+            base = snapshot.meta.conf
+        elif any(e.kind == EntryKind.CONFIG for e in entries):
+            base = ConfState()  # the log holds the whole membership history
+        else:
+            base = conf
+        self._confs = ConfHistory(base, snap_index)
         for e in entries:
             if e.kind == EntryKind.CONFIG and e.index > snap_index:
                 self._confs.append(e.index, e.data)
@@ -134,7 +150,7 @@ class RaftCore(LeaderMixin, FollowerMixin):
         self._commit = min(max(hard_state.commit, snap_index), self._log.last_index)
         self._applied = min(max(applied, snap_index), self._commit)
         self._applying = self._applied  #: last index handed out in Ready.committed
-        self._hs_sent = HardState(self._term, self._vote, self._commit)
+        self._hs_sent = hs_durable
         self._role = Role.FOLLOWER
         self._leader: NodeId | None = None
         self._elapsed = 0
@@ -281,6 +297,11 @@ class RaftCore(LeaderMixin, FollowerMixin):
         if pr.match == self._log.last_index:
             self._send(TimeoutNow(self._id, to, self._term))
         else:
+            # Catch it up now: resend what it has not acknowledged.
+            if pr.state is ProgressState.REPLICATE:
+                pr.become_replicate()
+            elif pr.state is ProgressState.PROBE:
+                pr.paused = False
             self._send_appends(to, pr)
 
     def read_index(self, request_id: bytes) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from dcrond.raft._confchange import ConfHistory
-from dcrond.raft._progress import Progress, ProgressState
+from dcrond.raft._progress import Progress
 from dcrond.raft._raftlog import RaftLog
 from dcrond.raft._readonly import ReadTracker
 from dcrond.raft._types import (
@@ -205,20 +205,11 @@ class CoreBase:
         """An empty AppendEntries: carries commit (capped at the follower's match) and ctx.
 
         It is anchored at ``match``, which the follower holds, so it is never
-        rejected; but when a streaming follower made no progress since the
-        last heartbeat, it is anchored at ``next - 1`` instead: if batches were
-        lost, the follower rejects it and the leader falls back to probing.
+        rejected (when that entry is compacted here, at 0: the follower then
+        answers with its commit index).
         """
         log = self._log
         prev = pr.match
-        if (
-            pr.state is ProgressState.REPLICATE
-            and not pr.progressed
-            and pr.next - 1 > pr.match
-            and pr.next - 1 >= log.snap_index
-        ):
-            prev = pr.next - 1
-        pr.progressed = False
         prev_term = log.term_at(prev)
         if prev_term is None:
             prev, prev_term = 0, 0

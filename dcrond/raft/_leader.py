@@ -10,7 +10,10 @@ See ``_progress`` for the probe/replicate/snapshot states.
 
 Heartbeats are empty AppendEntries; they carry the commit index capped at the
 follower's match (a follower must never learn a commit index beyond what it is
-known to hold from this leader) and the current ReadIndex round.
+known to hold from this leader) and the current ReadIndex round. They also act
+as the retransmission timer: a streaming follower with batches in flight that
+made no progress for two heartbeat rounds gets them again from its match
+(they were lost; a follower that restarted rejects and is probed).
 """
 
 from __future__ import annotations
@@ -76,21 +79,39 @@ class LeaderMixin(CoreBase):
         ctx = self._reads.start_round()
         for node, pr in self._prs.items():
             self._send_heartbeat(node, pr, ctx)
+            if pr.state is ProgressState.REPLICATE:
+                # Batches in flight and no progress for two whole heartbeat rounds:
+                # assume they were lost and stream again from what it acknowledged.
+                if pr.inflight and not pr.progressed:
+                    pr.stalls += 1
+                    if pr.stalls >= 2:
+                        pr.become_replicate()
+                        self._send_appends(node, pr)
+                else:
+                    pr.stalls = 0
+            pr.progressed = False
 
     def _flush(self) -> None:
-        """Send what proposals, commits and reads since the last call made necessary."""
+        """Send what proposals, commits and reads since the last call made necessary.
+
+        A ReadIndex round's heartbeats also carry the commit index, so they
+        replace the commit notifications when both are due.
+        """
         if self._role is not Role.LEADER:
             return
-        if self._need_bcast or self._need_commit_bcast:
-            commit_too = self._need_commit_bcast
-            self._need_bcast = False
-            self._need_commit_bcast = False
-            for node, pr in self._prs.items():
-                sent = self._send_appends(node, pr)
-                if not sent and commit_too and min(self._commit, pr.match) > pr.sent_commit:
-                    self._send_heartbeat(node, pr, 0)
-        if self._reads.needs_round():
-            self._bcast_heartbeat()
+        ctx = self._reads.start_round() if self._reads.needs_round() else 0
+        entries_too = self._need_bcast or self._need_commit_bcast
+        if not (entries_too or ctx):
+            return
+        commit_too = self._need_commit_bcast
+        self._need_bcast = False
+        self._need_commit_bcast = False
+        for node, pr in self._prs.items():
+            sent = self._send_appends(node, pr) if entries_too else False
+            if ctx:
+                self._send_heartbeat(node, pr, ctx)
+            elif not sent and commit_too and min(self._commit, pr.match) > pr.sent_commit:
+                self._send_heartbeat(node, pr, 0)
 
     def _send_appends(self, node: NodeId, pr: Progress) -> bool:
         """Send as many AppendEntries to ``node`` as flow control allows; True if any."""
@@ -152,7 +173,9 @@ class LeaderMixin(CoreBase):
         elif pr.state is ProgressState.PROBE and msg.index == pr.next - 1:
             pr.next = max(self._back_off(msg), pr.match + 1)
         if self._role is Role.LEADER and pr.state is not ProgressState.SNAPSHOT:
-            self._send_appends(msg.frm, pr)
+            sent = self._send_appends(msg.frm, pr)
+            if not sent and min(self._commit, pr.match) > pr.sent_commit:
+                self._need_commit_bcast = True  # it can now use a commit index it lacks
 
     def _back_off(self, msg: AppendResponse) -> int:
         """Where to probe next after a rejection: skip the follower's conflicting term."""

@@ -50,6 +50,7 @@ class Progress:
         "snap_index",
         "snap_offset",
         "snap_wait",
+        "stalls",
         "state",
     )
 
@@ -61,6 +62,7 @@ class Progress:
         self.inflight: deque[int] = deque()  #: replicate: last index of each batch out
         self.recent_active = False  #: heard from it since the last CheckQuorum round
         self.progressed = False  #: match grew since the last heartbeat round
+        self.stalls = 0  #: heartbeat rounds in a row with batches in flight and no progress
         self.read_ack = 0  #: highest ReadIndex round it confirmed
         self.sent_commit = 0  #: highest commit index it was told it may use
         self.snap_index = 0  #: snapshot being sent (index of its last entry)
@@ -71,13 +73,15 @@ class Progress:
         """Stop streaming; probe at ``next_index`` (never below ``match + 1``)."""
         self.state = ProgressState.PROBE
         self.paused = False
+        self.stalls = 0
         self.inflight.clear()
         self.next = max(next_index, self.match + 1)
 
     def become_replicate(self) -> None:
-        """Start streaming right after ``match``."""
+        """Start streaming right after ``match`` (again, if it was streaming)."""
         self.state = ProgressState.REPLICATE
         self.paused = False
+        self.stalls = 0
         self.inflight.clear()
         self.next = self.match + 1
 

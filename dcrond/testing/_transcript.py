@@ -22,6 +22,7 @@ Commands (node ids are numbers; lists are written ``(1,2,3)``)::
     add-nodes N [voters=(..)] [learners=(..)] [election=E] [heartbeat=H]
               [inflight=K] [max-bytes=B] [chunk=C] [prevote=true|false]
               [checkquorum=true|false]        new nodes, all with this bootstrap membership
+                                              (their bootstrap entries are persisted quietly)
     campaign ID                               start an election on ID
     tick ID [N]                               N ticks (default 1)
     tick-heartbeat ID                         heartbeat_ticks ticks
@@ -292,6 +293,9 @@ class _Cluster:
         disk = self.disks[node]
         disk.persist(rd)
         for m in rd.messages:
+            if frozenset((m.frm, m.to)) in self.cut:
+                out.append(f"  {fmt_msg(m)} (dropped)")
+                continue
             out.append("  " + fmt_msg(m))
             if m.to in self.inbox:
                 self.inbox[m.to].append(m)
@@ -399,8 +403,17 @@ def _cmd_add_nodes(c: _Cluster, args: list[str]) -> None:
         c.disks[node] = _Disk(conf)
         c.configs[node] = cfg
         c.inbox[node] = []
-        c.cores[node] = c.make_core(node)
-        c.out.append(f"{node}: {_state(c.cores[node])} {fmt_conf(conf)}")
+        core = c.cores[node] = c.make_core(node)
+        # A founding member's first Ready only persists the bootstrap entries.
+        if core.has_ready():
+            rd = core.ready()
+            c.disks[node].persist(rd)
+            c.disks[node].apply(rd)
+            core.advance(rd)
+        c.out.append(
+            f"{node}: {_state(core)} {fmt_conf(conf)} last={core.last_index}"
+            f" commit={core.commit_index}"
+        )
 
 
 def _cmd_tick(c: _Cluster, args: list[str]) -> None:

@@ -18,6 +18,8 @@ from dcrond.errors import InvalidRequest, NotLeader
 from dcrond.raft import (
     AppendEntries,
     AppendResponse,
+    ConfChange,
+    ConfChangeType,
     Config,
     ConfState,
     Entry,
@@ -31,6 +33,7 @@ from dcrond.raft import (
     Snapshot,
     VoteRequest,
     VoteResponse,
+    decode_conf_change,
 )
 
 
@@ -182,11 +185,44 @@ class Net:
 def test_campaign_elects_a_leader_and_commits_its_noop_everywhere() -> None:
     net = Net(3)
     leader = net.elect("n1")
-    assert leader.term == 1
+    assert leader.term == 2  # term 1 is the bootstrap entries'
     for i in ("n2", "n3"):
         assert net[i].leader == "n1"
-        assert net[i].commit_index == 1
-        assert net.disks[i].applied[0].kind == EntryKind.NOOP
+        assert net[i].commit_index == 4
+        kinds = [e.kind for e in net.disks[i].applied]
+        assert kinds == [EntryKind.CONFIG] * 3 + [EntryKind.NOOP]
+
+
+def test_a_new_cluster_writes_its_membership_into_the_log() -> None:
+    core = RaftCore(
+        "b", Config(), random.Random(0), conf=ConfState(frozenset("ab"), frozenset("c"))
+    )
+    rd = core.ready()
+    assert rd.hard_state == HardState(1, None, 3)
+    assert [decode_conf_change(e.data) for e in rd.entries] == [
+        ConfChange(ConfChangeType.ADD_VOTER, "a"),
+        ConfChange(ConfChangeType.ADD_VOTER, "b"),
+        ConfChange(ConfChangeType.ADD_LEARNER, "c"),
+    ]
+    assert rd.committed == rd.entries
+    assert {e.term for e in rd.entries} == {1}
+
+
+def test_a_joining_node_learns_the_membership_from_the_log_not_from_itself() -> None:
+    """A new host (empty membership) replays the founding members from the log."""
+    net = Net(3, extra=["x"])
+    net.elect("n1")
+    net["n1"].propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER, "x"))
+    net.stabilize()
+    net["n1"].propose_conf_change(ConfChange(ConfChangeType.PROMOTE_LEARNER, "x"))
+    net.stabilize()
+    assert net["x"].conf == ConfState(frozenset({"n1", "n2", "n3", "x"}))
+    # cut off, the newcomer cannot elect itself: it needs 3 of 4 votes
+    net.cut |= {frozenset(("x", n)) for n in ("n1", "n2", "n3")}
+    for _ in range(100):
+        net["x"].tick()
+        net.stabilize()
+    assert net["x"].role is not Role.LEADER
 
 
 def test_election_timeout_is_drawn_uniformly_from_e_to_2e() -> None:
@@ -208,9 +244,9 @@ def test_single_voter_elects_itself_and_commits_in_the_same_ready_it_persists() 
     core.campaign()
     assert core.role is Role.LEADER
     rd = core.ready()
-    assert rd.hard_state == HardState(1, "a", 1)
-    assert [e.index for e in rd.entries] == [1]
-    assert [e.index for e in rd.committed] == [1]
+    assert rd.hard_state == HardState(2, "a", 2)
+    assert [e.index for e in rd.entries] == [1, 2]  # bootstrap entry, then the NOOP
+    assert [e.index for e in rd.committed] == [1, 2]
     core.advance(rd)
     index = core.propose(b"x")
     rd = core.ready()
@@ -236,9 +272,11 @@ def test_learner_and_non_member_never_campaign() -> None:
         net["x"].tick()
     assert net["n9"].role is Role.LEARNER
     assert net["x"].role is Role.FOLLOWER
-    assert net["x"].term == 0 and net["n9"].term == 0
+    assert net["x"].term == 0 and net["n9"].term == 1
+    net.handle("n9")
     net["n9"].campaign()
     assert not net["n9"].has_ready()
+    assert net["n9"].role is Role.LEARNER
 
 
 def test_vote_is_persisted_before_the_response_is_sent() -> None:
@@ -251,7 +289,7 @@ def test_vote_is_persisted_before_the_response_is_sent() -> None:
     net2.handle("n1")
     net2.deliver("n2")
     rd = net2["n2"].ready()
-    assert rd.hard_state == HardState(1, "n1", 0)
+    assert rd.hard_state == HardState(2, "n1", 3)
     assert any(isinstance(m, VoteResponse) and m.granted for m in rd.messages)
 
 
@@ -354,11 +392,11 @@ def test_duplicated_and_reordered_appends_are_harmless() -> None:
 def test_stale_term_messages_are_ignored_or_answered_with_the_new_term() -> None:
     net = Net(3)
     net.elect("n1")
-    old = AppendEntries("n3", "n2", 0, 0, 0, (Entry(0, 1, EntryKind.NORMAL, b"x"),), 5)
+    old = AppendEntries("n3", "n2", 1, 3, 1, (Entry(1, 4, EntryKind.NORMAL, b"x"),), 5)
     net["n2"].step(old)
     rd = net["n2"].ready()
-    assert rd.messages == (AppendResponse("n2", "n3", 1, False, 0),)
-    assert net["n2"].last_index == 1 and net["n2"].commit_index == 1
+    assert rd.messages == (AppendResponse("n2", "n3", 2, False, 0),)
+    assert net["n2"].last_index == 4 and net["n2"].commit_index == 4
 
 
 def test_messages_for_another_node_or_from_self_are_ignored() -> None:
@@ -366,7 +404,7 @@ def test_messages_for_another_node_or_from_self_are_ignored() -> None:
     net.elect("n1")
     net["n2"].step(AppendEntries("n1", "n3", 9, 0, 0, (), 0))
     net["n2"].step(AppendEntries("n2", "n2", 9, 0, 0, (), 0))
-    assert net["n2"].term == 1 and not net["n2"].has_ready()
+    assert net["n2"].term == 2 and not net["n2"].has_ready()
 
 
 def test_restart_resumes_from_durable_state_without_reapplying() -> None:
@@ -377,7 +415,7 @@ def test_restart_resumes_from_durable_state_without_reapplying() -> None:
     net.stabilize()
     before = net.applied_data("n2")
     core = net.restart("n2")
-    assert core.term == 1 and core.commit_index == net["n1"].commit_index
+    assert core.term == 2 and core.commit_index == net["n1"].commit_index
     assert core.applied_index == net.disks["n2"].applied_index
     net.stabilize()
     assert net.applied_data("n2") == before
@@ -405,12 +443,14 @@ def test_ready_without_advance_does_not_hand_out_entries_twice() -> None:
 def test_compact_refuses_beyond_applied_and_wrong_meta() -> None:
     net = Net(1)
     core = net.elect("n1")
-    core.propose(b"a")
+    index = core.propose(b"a")
     with pytest.raises(InvalidRequest):
-        core.compact(Snapshot(core.snapshot_meta(2), b""))
+        core.compact(Snapshot(core.snapshot_meta(index), b""))
     net.stabilize()
-    meta = core.snapshot_meta(2)
+    meta = core.snapshot_meta(index)
     with pytest.raises(InvalidRequest):
-        core.compact(Snapshot(type(meta)(2, meta.term + 1, meta.conf), b""))
+        core.compact(Snapshot(type(meta)(index, meta.term + 1, meta.conf), b""))
+    with pytest.raises(InvalidRequest):
+        core.compact(Snapshot(type(meta)(index, meta.term, ConfState()), b""))
     core.compact(Snapshot(meta, b"image"))
-    assert core.status().snapshot_index == 2
+    assert core.status().snapshot_index == index
