@@ -69,6 +69,16 @@ class Disk:
             self.applied_index = e.index
 
 
+def check_durable(disk: Disk, rd: Ready) -> None:
+    """After persisting ``rd``: what it reports committed is on this node's disk."""
+    held = {(e.index, e.term) for e in disk.entries}
+    snap = disk.snapshot.meta.index if disk.snapshot is not None else 0
+    for e in rd.committed:
+        assert e.index <= snap or (e.index, e.term) in held, f"{e} applied before persisted"
+    last = disk.entries[-1].index if disk.entries else snap
+    assert disk.hard_state.commit <= last, "commit index beyond the durable log"
+
+
 def node_ids(n: int) -> list[NodeId]:
     return [f"n{i}" for i in range(1, n + 1)]
 
@@ -134,6 +144,7 @@ class Net:
         rd = core.ready()
         disk = self.disks[node]
         disk.persist(rd)
+        check_durable(disk, rd)
         for m in rd.messages:
             assert m.frm == node and m.to != node, "a node sent a message to itself"
             self.sent.append(m)
