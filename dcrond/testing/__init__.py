@@ -19,6 +19,14 @@ from dcrond.testing._linearizability import (
     SearchTooLarge,
     check_history,
 )
+from dcrond.testing._sim import (
+    SimConfig,
+    SimResult,
+    Simulation,
+    SimulationFailure,
+    config_for_seed,
+    simulate,
+)
 from dcrond.testing._simdisk import DiskContractError, SimDisk
 from dcrond.testing._simnet import NetworkQuality, SimNetwork
 
@@ -36,7 +44,13 @@ __all__ = [
     "Result",
     "SafetyChecker",
     "SearchTooLarge",
+    "SimConfig",
     "SimDisk",
     "SimNetwork",
+    "SimResult",
+    "Simulation",
+    "SimulationFailure",
     "check_history",
+    "config_for_seed",
+    "simulate",
 ]

@@ -17,9 +17,12 @@ the checks can run after every single event.
   replaced or cut off; terms never go back and a vote never changes within a
   term.
 - **Leader completeness** (``observe_role``): the *ledger* holds every entry
-  known to be committed (from commit indexes and applies). When a node first
-  leads a term, its durable log must hold the whole ledger (a snapshot covers
-  the part it compacted).
+  known to be committed (from commit indexes and applies), with the lowest
+  term in which some node knew it committed (an upper bound of the term it
+  was committed in). When a node first leads term T, its durable log must
+  hold every ledger entry committed before T (a snapshot covers the part it
+  compacted). Entries committed in T or later need not be there: a candidate
+  of an old term may still win it late, from votes that were delayed.
 - **State machine safety** (``on_apply``): every applied entry must equal the
   ledger's entry at its index, and each node applies indexes in order without
   gaps. Snapshots (``on_snapshot_created``, ``on_restore``) must hold the
@@ -79,6 +82,7 @@ class SafetyChecker:
         "_checked_leaders",
         "_prev_commit",
         "acked",
+        "commit_term",
         "leaders",
         "ledger",
         "ledger_max",
@@ -93,6 +97,8 @@ class SafetyChecker:
         #: index -> the committed entry there
         self.ledger: dict[int, Entry] = {}
         self.ledger_max = 0
+        #: index -> lowest term in which a node was seen knowing that entry committed
+        self.commit_term: dict[int, int] = {}
         #: index -> the state machine image every snapshot at that index must hold
         self.snap_data: dict[int, bytes] = {}
         self._applied: dict[NodeId, int] = {}
@@ -118,28 +124,27 @@ class SafetyChecker:
             self._check_completeness(node, term, disk)
 
     def _check_completeness(self, node: NodeId, term: int, disk: SimDisk) -> None:
-        if self.ledger_max > disk.last_index:
+        snap = disk.snap_index
+        ledger = self.ledger
+        known = ledger.get(snap)
+        if snap and known is not None and known.term != disk.snap_term:
             raise InvariantViolation(
                 "leader completeness",
-                f"{node} leads term {term} with a log ending at {disk.last_index}, "
-                f"but entries up to {self.ledger_max} are committed",
+                f"{node} leads term {term} from a snapshot at ({snap}, term "
+                f"{disk.snap_term}) but the committed entry there is {_e(known)}",
             )
-        snap = disk.snap_index
-        if snap:
-            known = self.ledger.get(snap)
-            if known is not None and known.term != disk.snap_term:
+        commit_term = self.commit_term
+        for i in range(snap + 1, self.ledger_max + 1):
+            ct = commit_term.get(i)
+            if ct is None or ct >= term:
+                continue
+            have = disk.term(i)
+            want = ledger[i]
+            if have != want.term:
+                where = "lacks" if have is None else f"holds term {have} at {i} instead of"
                 raise InvariantViolation(
                     "leader completeness",
-                    f"{node} leads term {term} from a snapshot at ({snap}, term "
-                    f"{disk.snap_term}) but the committed entry there is {_e(known)}",
-                )
-        ledger = self.ledger
-        for e in disk.entries(snap + 1, self.ledger_max):
-            known = ledger.get(e.index)
-            if known is not None and known.term != e.term:
-                raise InvariantViolation(
-                    "leader completeness",
-                    f"{node} leads term {term} holding {_e(e)} where {_e(known)} is committed",
+                    f"{node} leads term {term} but {where} {_e(want)}, committed by term {ct}",
                 )
 
     # --- persistence ----------------------------------------------------------
@@ -225,12 +230,16 @@ class SafetyChecker:
                     f"{node} persisted commit {hs.commit} beyond its log end {disk.last_index}",
                 )
             if hs.commit > self._prev_commit:
-                self._extend_ledger(node, disk, self._prev_commit + 1, hs.commit)
+                self._extend_ledger(node, disk, self._prev_commit + 1, hs.commit, hs.term)
 
-    def _extend_ledger(self, node: NodeId, disk: SimDisk, lo: int, commit: int) -> None:
+    def _extend_ledger(self, node: NodeId, disk: SimDisk, lo: int, commit: int, term: int) -> None:
         ledger = self.ledger
+        commit_term = self.commit_term
         for e in disk.entries(lo, commit):
             known = ledger.get(e.index)
+            ct = commit_term.get(e.index)
+            if ct is None or term < ct:
+                commit_term[e.index] = term
             if known is None:
                 ledger[e.index] = e
             elif known != e:
@@ -242,8 +251,11 @@ class SafetyChecker:
 
     # --- applying -------------------------------------------------------------
 
-    def on_apply(self, node: NodeId, entry: Entry) -> None:
-        """Every node applies the same entry at each index, in order, without gaps."""
+    def on_apply(self, node: NodeId, entry: Entry, term: int) -> None:
+        """Every node applies the same entry at each index, in order, without gaps.
+
+        ``term`` is the applying node's current term (the entry is committed by then).
+        """
         i = entry.index
         prev = self._applied.get(node, 0)
         if i != prev + 1:
@@ -252,6 +264,9 @@ class SafetyChecker:
             )
         self._applied[node] = i
         self._applies += 1
+        ct = self.commit_term.get(i)
+        if ct is None or term < ct:
+            self.commit_term[i] = term
         known = self.ledger.get(i)
         if known is None:
             self.ledger[i] = entry

@@ -166,8 +166,6 @@ def check_key(
                     stack.append((s, state))
                     state = new_state
                     linearized = new_lin
-                    if len(stack) > len(best):
-                        best = [op_of[x] for x, _ in stack]
                     lift(s)
                     s = nxt[head]
                     continue
@@ -175,6 +173,8 @@ def check_key(
         else:
             if unknown[op_of[s]]:
                 return True, "", steps  # only operations that may never have happened remain
+            if len(stack) > len(best):
+                best = [op_of[x] for x, _ in stack]  # the deepest dead end so far
             if not stack:
                 return False, _explain(ops, best), steps
             s, state = stack.pop()

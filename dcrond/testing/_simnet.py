@@ -59,14 +59,14 @@ class SimNetwork:
         rng = self._rng
         if q.drop and rng.random() < q.drop:
             return []
-        copies = 2 if q.duplicate and rng.random() < q.duplicate else 1
-        out = []
-        for _ in range(copies):
-            delay = rng.randint(q.min_delay_us, q.max_delay_us)
-            if q.spike and rng.random() < q.spike:
-                delay += rng.randint(0, q.spike_max_us)
-            out.append(delay)
-        return out
+        lo = q.min_delay_us
+        span = q.max_delay_us - lo + 1
+        delay = lo + int(rng.random() * span)
+        if q.spike and rng.random() < q.spike:
+            delay += int(rng.random() * q.spike_max_us)
+        if q.duplicate and rng.random() < q.duplicate:
+            return [delay, lo + int(rng.random() * span)]
+        return [delay]
 
     def link_up(self, frm: NodeId, to: NodeId) -> bool:
         """Whether a message from ``frm`` can reach ``to`` at this instant."""

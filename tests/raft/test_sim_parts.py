@@ -249,18 +249,30 @@ def test_checker_catches_a_leader_missing_a_committed_entry() -> None:
         chk.observe_role("b", 2, Role.LEADER, d2)
 
 
+def test_checker_lets_a_late_winner_of_an_old_term_lack_later_commits() -> None:
+    # a candidate of term 2 may win late (its votes were delayed) after term 3 committed
+    # entries it never saw: leader completeness only covers entries committed before its term
+    chk = SafetyChecker()
+    d1, d2 = SimDisk(), SimDisk()
+    _persist(chk, "a", d1, Ready(entries=_entries(1, 2, 3), hard_state=HardState(3, "a", 2)))
+    _persist(chk, "b", d2, Ready(hard_state=HardState(2, "b", 0)))
+    chk.observe_role("b", 2, Role.LEADER, d2)
+    with pytest.raises(InvariantViolation, match="leader completeness"):
+        chk.observe_role("b", 4, Role.LEADER, d2)
+
+
 def test_checker_catches_nodes_applying_different_entries_at_one_index() -> None:
     chk = SafetyChecker()
-    chk.on_apply("a", Entry(1, 1, data=b"x"))
+    chk.on_apply("a", Entry(1, 1, data=b"x"), 1)
     with pytest.raises(InvariantViolation, match="state machine safety"):
-        chk.on_apply("b", Entry(2, 1, data=b"y"))
+        chk.on_apply("b", Entry(2, 1, data=b"y"), 2)
 
 
 def test_checker_catches_an_apply_that_skips_an_index() -> None:
     chk = SafetyChecker()
-    chk.on_apply("a", Entry(1, 1))
+    chk.on_apply("a", Entry(1, 1), 1)
     with pytest.raises(InvariantViolation, match="apply in order"):
-        chk.on_apply("a", Entry(1, 3))
+        chk.on_apply("a", Entry(1, 3), 1)
 
 
 def test_checker_catches_snapshots_that_differ_at_one_index() -> None:
@@ -273,7 +285,7 @@ def test_checker_catches_snapshots_that_differ_at_one_index() -> None:
 
 def test_checker_catches_an_acknowledged_write_that_was_not_committed() -> None:
     chk = SafetyChecker()
-    chk.on_apply("a", Entry(1, 1, data=b"x"))
+    chk.on_apply("a", Entry(1, 1, data=b"x"), 1)
     chk.on_ack("a", Entry(1, 1, data=b"x"))
     with pytest.raises(InvariantViolation, match="acknowledged writes are kept"):
         chk.on_ack("b", Entry(2, 2, data=b"y"))

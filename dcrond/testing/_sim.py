@@ -1,0 +1,801 @@
+"""The deterministic Raft simulator: whole clusters of pure cores, driven from one seed.
+
+Theory of operation
+-------------------
+Nothing here runs concurrently. One ``random.Random(seed)`` feeds everything
+(derived generators for the network, each core, each client and the nemesis)
+and one event queue — a heap of ``(time, sequence, kind, a, b)`` in simulated
+microseconds — decides what happens next: a node's clock ticks (every ~10 ms,
+with a per-node skew and per-tick jitter), a message arrives, a client sends a
+request or gives up waiting, the nemesis injects a fault. The sequence number
+breaks ties, so the same seed replays the same run event for event. (trio
+deliberately randomizes task order, which is why this is not built on trio.)
+
+After every event that touched a core the driver handles its Ready exactly as
+the core documents: persist to the simulated disk (write, then sync), send
+the messages, restore the snapshot and apply committed entries to the
+key-value state machine, answer reads, then ``advance``. An armed crash can
+land between any two of those steps (``_simnode.CRASH_*``). The safety
+checker (``_checkers``) runs its incremental checks after every step.
+
+The run has two phases. Until ``seconds`` of simulated time the nemesis
+(``_nemesis``) crashes, pauses and restarts nodes, partitions and degrades the
+network, changes membership, transfers leadership and compacts logs, while
+clients run put/get/cas operations. Then faults stop: the network heals,
+every node comes back, and the run must show liveness — a leader is elected,
+a proposal commits, every member converges to the same state — within
+``liveness_seconds``. Finally the clients' history is checked for
+linearizability.
+
+A failure raises ``SimulationFailure`` whose message holds the seed, the one
+command that replays it, and the last events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, final
+
+from dcrond.errors import DcronError, NotLeader
+from dcrond.raft._core import RaftCore, decode_conf_change
+from dcrond.raft._types import (
+    ConfChangeType,
+    Config,
+    ConfState,
+    EntryKind,
+    Message,
+    NodeId,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    VoteResponse,
+)
+from dcrond.testing._checkers import CheckerStats, InvariantViolation, SafetyChecker
+from dcrond.testing._kv import Command, KVStateMachine, Op
+from dcrond.testing._linearizability import LinearizabilityResult, Operation, check_history
+from dcrond.testing._nemesis import Nemesis
+from dcrond.testing._simclient import Request, Response, SimClient, Status
+from dcrond.testing._simnet import NetworkQuality, SimNetwork
+from dcrond.testing._simnode import (
+    CRASH_AFTER_SEND,
+    CRASH_AFTER_VOTE,
+    CRASH_AFTER_WRITE,
+    CRASH_BEFORE_ADVANCE,
+    CRASH_MID_APPLY,
+    SimNode,
+    node_rng,
+)
+from dcrond.testing._simtrace import Trace, fmt_msg
+
+# event kinds
+TICK = 0
+DELIVER = 1
+CLIENT_INVOKE = 2
+CLIENT_REQUEST = 3
+CLIENT_RESPONSE = 4
+CLIENT_TIMEOUT = 5
+NEMESIS = 6
+RESTART = 7
+RESUME = 8
+DECOMMISSION = 9
+FAULTS_END = 10
+PROBE = 11
+CALL = 12
+
+_LEADER = Role.LEADER
+_to = attrgetter("to")
+_CALM = NetworkQuality(drop=0.0, duplicate=0.0, min_delay_us=200, max_delay_us=3_000)
+_PROBE_SESSION = "__probe__"
+
+
+class SimulationFailure(AssertionError):
+    """The simulation found a broken invariant or a liveness failure; the message replays it."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Parameters of one simulated run (everything else is drawn from ``seed``)."""
+
+    seed: int
+    nodes: int = 3
+    seconds: float = 60.0
+    tick_us: int = 10_000
+    clients: int = 4
+    keys: int = 3
+    faults: bool = True
+    liveness_seconds: float = 20.0
+    #: start joining nodes with an empty membership, as a real new host (it learns the
+    #: membership from the log); False gives them the cluster's bootstrap membership
+    join_empty: bool = True
+    #: fixed Raft tunables / compaction interval instead of ones drawn from the seed
+    raft: Config | None = None
+    compact_every: int | None = None
+    #: scripted actions: (simulated seconds, function of the Simulation), for regressions
+    script: tuple[tuple[float, Callable[[Simulation], object]], ...] = ()
+    trace_events: int = 40
+    record_trace: bool = False
+    #: how to replay this run; ``{seed}`` and ``{seconds}`` are filled in
+    replay: str = "pytest tests/raft/test_sim.py --sim-seeds={seed}:1 -x"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    """What a run did (for assertions, reports and the determinism test)."""
+
+    seed: int
+    nodes: int
+    events: int
+    sim_ms: float
+    fingerprint: str  #: digest of the final state: equal runs, equal fingerprints
+    trace_hash: str | None  #: digest of every event, when ``record_trace``
+    checker: CheckerStats
+    linearizability: LinearizabilityResult
+    ops_ok: int
+    ops_unknown: int
+    client_attempts: int
+    crashes: int
+    faults: dict[str, int] = field(default_factory=dict)
+    max_term: int = 0
+    commit: int = 0
+    liveness_ms: float = 0.0  #: from faults ending to the probe committing
+
+
+def config_for_seed(seed: int, seconds: float = 60.0, **kw: Any) -> SimConfig:
+    """The standard run for a seed: even seeds get 3 nodes, odd seeds 5."""
+    return SimConfig(seed=seed, nodes=3 if seed % 2 == 0 else 5, seconds=seconds, **kw)
+
+
+def simulate(cfg: SimConfig) -> SimResult:
+    """Run one simulation; raises SimulationFailure with a replay command on any failure."""
+    return Simulation(cfg).run()
+
+
+@final
+class Simulation:
+    """One simulated cluster, its clients and its nemesis, stepped from one event queue."""
+
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        rng = self.rng
+        self.now = 0
+        self._queue: list[tuple[int, int, int, Any, Any]] = []
+        self._seq = 0
+        self.events = 0
+        self.net = SimNetwork(random.Random(rng.getrandbits(64)))
+        self._net_rng = random.Random(rng.getrandbits(64))
+        self._core_rng = random.Random(rng.getrandbits(64))
+        self.raft_config = Config(
+            election_ticks=10,
+            heartbeat_ticks=rng.choice((2, 3, 5)),
+            max_inflight=rng.choice((1, 2, 4)),
+            max_entries_bytes=rng.choice((64, 512, 1 << 20)),
+            snapshot_chunk_bytes=rng.choice((64, 512, 1 << 20)),
+        )
+        self.compact_every = rng.choice((8, 30, 100, 400))
+        if cfg.raft is not None:
+            self.raft_config = cfg.raft
+        if cfg.compact_every is not None:
+            self.compact_every = cfg.compact_every
+        self.checker = SafetyChecker()
+        self.trace = Trace(cfg.trace_events, cfg.record_trace)
+        self.nodes: dict[NodeId, SimNode] = {}
+        self.node_ids: list[NodeId] = []  # every node ever created, in creation order
+        voters = frozenset(f"n{i + 1}" for i in range(cfg.nodes))
+        self.bootstrap = ConfState(voters=voters)
+        for nid in sorted(voters):
+            self.add_node(nid)
+        self.clients = [
+            SimClient(i, random.Random(rng.getrandbits(64)), cfg.keys, give_up_us=5_000_000)
+            for i in range(cfg.clients)
+        ]
+        self.nemesis = Nemesis(self, random.Random(rng.getrandbits(64)))
+        self.faults_over = False
+        self.crashes = 0
+        self._next_rid = 0
+        self._probe: tuple[NodeId, int, int] | None = None  # (leader, term, when)
+        self._probe_seq = 0
+        self._probe_done_at: int | None = None
+        self._faults_end_at = int(cfg.seconds * 1_000_000)
+        self._deadline = self._faults_end_at + int(cfg.liveness_seconds * 1_000_000)
+        self._converged = False
+        self._done = False
+
+    # --- plumbing -----------------------------------------------------------
+
+    def schedule(self, delay_us: int, kind: int, a: Any = None, b: Any = None) -> None:
+        """Queue an event ``delay_us`` from now."""
+        self._seq += 1
+        heapq.heappush(self._queue, (self.now + delay_us, self._seq, kind, a, b))
+
+    def add_node(self, nid: NodeId, *, joining: bool = False) -> SimNode:
+        """Create a node with an empty disk and start it."""
+        skew = 1.0 + self.rng.uniform(-0.1, 0.1)
+        conf = ConfState() if joining and self.cfg.join_empty else self.bootstrap
+        node = SimNode(nid, conf, int(self.cfg.tick_us * skew))
+        self.nodes[nid] = node
+        self.node_ids.append(nid)
+        self._start(node)
+        return node
+
+    def _start(self, node: SimNode) -> None:
+        rebuilt = node.rebuild()
+        if node.crash_digest is not None:
+            applied, digest = node.crash_digest
+            if applied == rebuilt.applied and digest != rebuilt.kv.digest:
+                raise InvariantViolation(
+                    "durable state",
+                    f"{node.id} rebuilt a state machine at {applied} that differs from the "
+                    "one it had applied before the crash",
+                )
+        node.kv = rebuilt.kv
+        node.applied_conf = rebuilt.conf
+        disk = node.disk
+        snap = disk.snapshot
+        node.core = RaftCore(
+            node.id,
+            self.raft_config,
+            node_rng(self._core_rng),
+            hard_state=disk.hard_state,
+            snapshot=snap,
+            entries=tuple(disk.entries()),
+            conf=snap.meta.conf if snap is not None else disk.bootstrap_conf,
+            applied=rebuilt.applied,
+        )
+        node.last_role = Role.FOLLOWER
+        self.checker.on_restart(node.id, rebuilt.applied)
+        self.trace.add(self.now, node.id, f"start (applied {rebuilt.applied})")
+        self._start_ticking(node)
+        self.drain(node)
+
+    def _start_ticking(self, node: SimNode) -> None:
+        node.tick_epoch += 1
+        self.schedule(self.rng.randrange(node.tick_us), TICK, node, node.tick_epoch)
+
+    def crash(self, node: SimNode, why: str, restart_us: int | None = None) -> None:
+        """Crash a node now (it loses unsynced writes and all memory); restart it later."""
+        if node.core is None:
+            return
+        self.crashes += 1
+        node.lose_volatile_state()
+        self.trace.add(self.now, node.id, f"CRASH {why}")
+        if restart_us is None:
+            longest = self.rng.choice((20_000, 300_000, 2_000_000))
+            restart_us = self.rng.randrange(longest // 4, longest)
+        if restart_us > 0:
+            self.schedule(restart_us, RESTART, node, node.incarnation)
+
+    def restart(self, node: SimNode) -> None:
+        """Bring a crashed node back from its disk."""
+        if node.core is not None or node.decommissioned:
+            return
+        node.restarts += 1
+        self._start(node)
+
+    def leader(self) -> SimNode | None:
+        """The up node that leads the highest term, if any."""
+        best: SimNode | None = None
+        for nid in self.node_ids:
+            node = self.nodes[nid]
+            core = node.core
+            if (
+                core is not None
+                and not node.paused
+                and core.role == _LEADER
+                and (best is None or core.term > best.core.term)  # type: ignore[union-attr]
+            ):
+                best = node
+        return best
+
+    def at(self, delay_us: int, fn: Callable[[Simulation], object]) -> None:
+        """Call ``fn(self)`` after ``delay_us`` (scripts and timed faults)."""
+        self.schedule(delay_us, CALL, fn)
+
+    def decommission_later(self, node: SimNode, delay_us: int) -> None:
+        """Shut a removed node down for good after ``delay_us``."""
+        self.schedule(delay_us, DECOMMISSION, node)
+
+    # --- the event loop -----------------------------------------------------
+
+    def run(self) -> SimResult:
+        """Run to the end; raises SimulationFailure on any violation."""
+        try:
+            self._run()
+            return self._finish()
+        except SimulationFailure:
+            raise
+        except (InvariantViolation, AssertionError, DcronError, Exception) as exc:
+            raise SimulationFailure(self.report(exc)) from exc
+
+    def _run(self) -> None:
+        for c in self.clients:
+            self.schedule(self.rng.randrange(50_000), CLIENT_INVOKE, c)
+        if self.cfg.faults:
+            self.schedule(self.rng.randrange(100_000, 1_000_000), NEMESIS)
+        self.schedule(self._faults_end_at, FAULTS_END)
+        for when, fn in self.cfg.script:
+            self.at(int(when * 1_000_000), fn)
+        queue = self._queue
+        pop = heapq.heappop
+        trace = self.trace
+        deadline = self._deadline
+        while queue and not self._done:
+            t, _, kind, a, b = pop(queue)
+            if t > deadline:
+                self._fail_liveness()
+            self.now = t
+            self.events += 1
+            if kind == TICK:
+                self._on_tick(a, b)
+            elif kind == DELIVER:
+                self._on_deliver(a)
+            elif kind == CLIENT_REQUEST:
+                self._on_request(self.nodes[a], b)
+            elif kind == CLIENT_RESPONSE:
+                c = self.clients[a]
+                if c.busy and b.attempt == c.attempt:
+                    trace.add(t, c.name, f"<- {b}")
+                    # straight to a named leader; otherwise back off a little before retrying
+                    backoff = 0 if b.leader is not None else self._net_rng.randrange(5_000, 30_000)
+                    self._client_send(c, c.on_response(t, b), backoff)
+                    if not c.busy:
+                        self._after_op(c)
+            elif kind == CLIENT_TIMEOUT:
+                c = self.clients[a]
+                if c.busy and b == c.attempt:
+                    self._client_send(c, c.on_timeout(t, b))
+                    if not c.busy:
+                        self._after_op(c)
+            elif kind == CLIENT_INVOKE:
+                if not self.faults_over and not a.busy:
+                    req = a.invoke(t)
+                    trace.add(t, a.name, f"invoke {req.command}")
+                    self._client_send(a, req)
+            elif kind == NEMESIS:
+                if not self.faults_over:
+                    self.nemesis.act()
+                    self.schedule(self.rng.randrange(100_000, 1_500_000), NEMESIS)
+            elif kind == RESTART:
+                if not a.up and a.incarnation == b:
+                    self.restart(a)
+            elif kind == RESUME:
+                self.resume(a)
+            elif kind == DECOMMISSION:
+                self.crash(a, "decommissioned", restart_us=0)
+                a.decommissioned = True
+            elif kind == FAULTS_END:
+                self._end_faults()
+            elif kind == PROBE:
+                self._on_probe()
+            elif kind == CALL:
+                what = a(self)
+                trace.add(t, "call", str(what if what is not None else a.__name__))
+
+    # --- nodes --------------------------------------------------------------
+
+    def _on_tick(self, node: SimNode, epoch: int) -> None:
+        core = node.core
+        if core is None or node.tick_epoch != epoch:
+            return
+        core.tick()
+        if core.has_ready():
+            self.trace.add(self.now, node.id, "tick")
+            self.drain(node)
+        elif core.role == _LEADER:
+            self.checker.observe_role(node.id, core.term, _LEADER, node.disk)
+        if node.tick_epoch == epoch:
+            period = node.tick_us
+            jitter = int((self.rng.random() - 0.5) * period * 0.1)  # +-5% per tick
+            self._seq += 1
+            heapq.heappush(self._queue, (self.now + period + jitter, self._seq, TICK, node, epoch))
+
+    def _on_deliver(self, msg: Message) -> None:
+        node = self.nodes.get(msg.to)
+        if node is None or node.core is None:
+            return
+        if node.paused:
+            node.backlog.append(msg)
+            return
+        if not self.net.link_up(msg.frm, msg.to):
+            return
+        self.trace.add(self.now, msg.to, msg)
+        core = node.core
+        core.step(msg)
+        if core.role == _LEADER:
+            self.checker.observe_role(node.id, core.term, _LEADER, node.disk)
+        self.drain(node)
+
+    def send(self, msg: Message) -> None:
+        """Put one message on the network."""
+        for delay in self.net.route(msg.frm, msg.to):
+            self.schedule(delay, DELIVER, msg)
+
+    def drain(self, node: SimNode) -> None:
+        """Handle Ready after Ready in the documented order, with any armed crash."""
+        core = node.core
+        assert core is not None
+        checker = self.checker
+        disk = node.disk
+        nid = node.id
+        if core.role == _LEADER:
+            checker.observe_role(nid, core.term, _LEADER, disk)
+        while core.has_ready():
+            rd = core.ready()
+            crash_at = node.crash_at
+            if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+                checker.before_persist(nid, disk, rd)
+                disk.write(rd.snapshot, rd.entries, rd.hard_state)
+                if crash_at == CRASH_AFTER_WRITE:
+                    self.crash(node, "between write and sync")
+                    return
+                disk.sync()
+                checker.after_persist(nid, disk, rd)
+            msgs = rd.messages
+            if msgs:
+                if len(msgs) > 1:
+                    msgs = tuple(sorted(msgs, key=_to))  # independent of set iteration order
+                route = self.net.route
+                queue = self._queue
+                now = self.now
+                for m in msgs:
+                    for delay in route(m.frm, m.to):
+                        self._seq += 1
+                        heapq.heappush(queue, (now + delay, self._seq, DELIVER, m, None))
+            if crash_at == CRASH_AFTER_SEND:
+                self.crash(node, "after send, before apply")
+                return
+            if crash_at == CRASH_AFTER_VOTE and any(
+                type(m) is VoteResponse and m.granted and not m.prevote for m in msgs
+            ):
+                # back before a rival's request (>= 200 us away) can arrive
+                self.crash(node, "right after voting", self.rng.randrange(20, 150))
+                return
+            if rd.snapshot is not None:
+                self._restore(node, rd.snapshot)
+            if rd.committed and self._apply(node, rd, crash_at == CRASH_MID_APPLY):
+                return
+            if rd.read_states:
+                self._read_states(node, rd)
+            if node.waiting_reads:
+                self._serve_reads(node)
+            if crash_at == CRASH_BEFORE_ADVANCE:
+                self.crash(node, "before advance")
+                return
+            core.advance(rd)
+            if rd.role != node.last_role:
+                self.trace.add(self.now, nid, f"now {rd.role.name} of term {core.term}")
+                node.last_role = rd.role
+            if rd.committed and node.kv.applied - disk.snap_index >= self.compact_every:
+                self._compact(node)
+
+    def _restore(self, node: SimNode, snap: Snapshot) -> None:
+        self.checker.on_restore(node.id, snap)
+        node.kv = KVStateMachine.restore(snap.data)
+        node.applied_conf = snap.meta.conf
+        node.disk.record_applied(snap.meta.index)
+        self.trace.add(self.now, node.id, f"restored snapshot at {snap.meta.index}")
+        idx = snap.meta.index
+        for i in [i for i in node.pending_props if i <= idx]:
+            req, _ = node.pending_props.pop(i)
+            self._reply(node, req, Response(req.attempt, Status.RETRY))
+
+    def _apply(self, node: SimNode, rd: Ready, crash_mid: bool) -> bool:
+        """Apply committed entries; True when an armed crash struck midway."""
+        kv = node.kv
+        disk = node.disk
+        checker = self.checker
+        pending = node.pending_props
+        nid = node.id
+        assert node.core is not None
+        term = node.core.term
+        for e in rd.committed:
+            if e.index > disk.last_index or (
+                e.index > disk.snap_index and disk.entry(e.index) != e
+            ):
+                raise InvariantViolation(
+                    "commit only what is durable",
+                    f"{nid} was told to apply ({e.index}, term {e.term}) which its disk "
+                    f"does not hold (durable log ends at {disk.last_index})",
+                )
+            checker.on_apply(nid, e, term)
+            result = kv.apply(e)
+            disk.record_applied(e.index)
+            if e.kind == EntryKind.CONFIG:
+                node.apply_conf(e)
+                cc = decode_conf_change(e.data)
+                self.trace.add(self.now, nid, f"applied {cc.type.name} {cc.node} at {e.index}")
+                if cc.type == ConfChangeType.REMOVE_NODE:
+                    self.nemesis.removed(cc.node)
+            if pending:
+                p = pending.pop(e.index, None)
+                if p is not None:
+                    req, data = p
+                    if e.data == data:
+                        checker.on_ack(nid, e)
+                        if req.client < 0:
+                            self._probe_done_at = self.now
+                        else:
+                            self._reply(node, req, Response(req.attempt, Status.OK, result))
+                    elif req.client >= 0:
+                        self._reply(node, req, Response(req.attempt, Status.RETRY))
+            if crash_mid:
+                self.crash(node, f"after applying {e.index}")
+                return True
+        return False
+
+    def _read_states(self, node: SimNode, rd: Ready) -> None:
+        for rs in rd.read_states:
+            req = node.pending_reads.pop(rs.request_id, None)
+            if req is None:
+                continue
+            if rs.index == 0:
+                self._reply(node, req, Response(req.attempt, Status.RETRY))
+            else:
+                node.waiting_reads.append((rs.index, req))
+
+    def _serve_reads(self, node: SimNode) -> None:
+        applied = node.kv.applied
+        still = []
+        for idx, req in node.waiting_reads:
+            if idx <= applied:
+                value = node.kv.get(req.command.key)
+                self._reply(node, req, Response(req.attempt, Status.OK, value))
+            else:
+                still.append((idx, req))
+        node.waiting_reads = still
+
+    def _compact(self, node: SimNode) -> None:
+        kv = node.kv
+        assert node.core is not None
+        meta = node.core.snapshot_meta(kv.applied)
+        if meta != SnapshotMeta(kv.applied, kv.applied_term, node.applied_conf):
+            raise InvariantViolation(
+                "snapshot metadata",
+                f"{node.id}: the core says the snapshot at {kv.applied} is {meta}, but the state "
+                f"machine applied term {kv.applied_term} with membership {node.applied_conf}",
+            )
+        snap = Snapshot(meta, kv.snapshot())
+        self.checker.on_snapshot_created(node.id, snap)
+        node.disk.compact(snap)
+        node.core.compact(snap)
+        self.trace.add(self.now, node.id, f"compacted to {kv.applied}")
+
+    def pause(self, node: SimNode, us: int) -> None:
+        """Freeze a node (a long GC pause or a stopped VM): it handles nothing until resumed."""
+        if node.core is None or node.paused:
+            return
+        node.paused = True
+        node.tick_epoch += 1  # its clock stops
+        self.trace.add(self.now, node.id, f"pause {us / 1000:.0f}ms")
+        self.schedule(us, RESUME, node)
+
+    def resume(self, node: SimNode) -> None:
+        """Unfreeze a node: it handles what arrived meanwhile, and its clock ticks again."""
+        if node.core is None or not node.paused:
+            return
+        node.paused = False
+        self.trace.add(self.now, node.id, "resume")
+        backlog, node.backlog = node.backlog, []
+        # a process waking up reads its sockets in no particular order
+        self.rng.shuffle(backlog)
+        for item in backlog:
+            if isinstance(item, Request):
+                self.schedule(0, CLIENT_REQUEST, node.id, item)
+            else:
+                self.schedule(0, DELIVER, item)
+        self._start_ticking(node)
+
+    # --- clients ------------------------------------------------------------
+
+    def _client_send(self, client: SimClient, req: Request | None, delay_us: int = 0) -> None:
+        if req is None:
+            return
+        targets = [n for n in self.node_ids if not self.nodes[n].decommissioned]
+        to = client.target(targets)
+        rng = self._net_rng
+        self.schedule(delay_us + rng.randrange(100, 2_000), CLIENT_REQUEST, to, req)
+        timeout = delay_us + rng.randrange(client.timeout_us // 2, client.timeout_us * 3 // 2)
+        self.schedule(timeout, CLIENT_TIMEOUT, client.index, req.attempt)
+
+    def _after_op(self, client: SimClient) -> None:
+        if not self.faults_over:
+            self.schedule(self._net_rng.randrange(0, 100_000), CLIENT_INVOKE, client)
+
+    def _reply(self, node: SimNode, req: Request, resp: Response) -> None:
+        if req.client >= 0:
+            self.schedule(self._net_rng.randrange(100, 2_000), CLIENT_RESPONSE, req.client, resp)
+
+    def _on_request(self, node: SimNode, req: Request) -> None:
+        core = node.core
+        if core is None:
+            return
+        if node.paused:
+            node.backlog.append(req)
+            return
+        self.trace.add(self.now, node.id, f"request {req.command} attempt {req.attempt}")
+        if req.read_index:
+            self._next_rid += 1
+            rid = b"r%d" % self._next_rid
+            try:
+                core.read_index(rid)
+            except NotLeader as exc:
+                self._reply(node, req, Response(req.attempt, Status.NOT_LEADER, None, exc.leader))
+                return
+            node.pending_reads[rid] = req
+        else:
+            data = req.command.encode()
+            try:
+                idx = core.propose(data)
+            except NotLeader as exc:
+                self._reply(node, req, Response(req.attempt, Status.NOT_LEADER, None, exc.leader))
+                return
+            node.pending_props[idx] = (req, data)
+        if core.role == _LEADER:
+            self.checker.observe_role(node.id, core.term, _LEADER, node.disk)
+        self.drain(node)
+
+    # --- the end: liveness, convergence, linearizability --------------------
+
+    def _end_faults(self) -> None:
+        self.faults_over = True
+        self.net.heal()
+        self.net.quality = _CALM
+        self.trace.add(self.now, "sim", "faults end: network healed, everyone restarted")
+        for nid in self.node_ids:
+            node = self.nodes[nid]
+            node.crash_at = 0
+            if node.paused:
+                self.resume(node)
+            if not node.up and not node.decommissioned:
+                self.restart(node)
+        self.schedule(10_000, PROBE)
+
+    def _on_probe(self) -> None:
+        leader = self.leader()
+        if self._probe_done_at is None:
+            if leader is not None and leader.core is not None and self._probe_due(leader):
+                self._probe_seq += 1
+                cmd = Command(Op.PUT, _PROBE_SESSION, self._probe_seq, "__probe__", "alive")
+                data = cmd.encode()
+                try:
+                    idx = leader.core.propose(data)
+                except NotLeader:
+                    pass
+                else:
+                    self._probe = (leader.id, leader.core.term, self.now)
+                    leader.pending_props[idx] = (Request(-1, 0, cmd, False), data)
+                    self.drain(leader)
+        elif not self._converged:
+            self._converged = leader is not None and self._check_converged(leader)
+        elif not any(c.busy for c in self.clients):
+            self._done = True
+        self.schedule(10_000, PROBE)
+
+    def _probe_due(self, leader: SimNode) -> bool:
+        p = self._probe
+        assert leader.core is not None
+        return (
+            p is None
+            or (p[0], p[1]) != (leader.id, leader.core.term)
+            or self.now - p[2] > 1_000_000
+        )
+
+    def _check_converged(self, leader: SimNode) -> bool:
+        core = leader.core
+        assert core is not None
+        members = sorted(core.conf.members())
+        commit = core.commit_index
+        nodes = [self.nodes[m] for m in members if m in self.nodes]
+        if len(nodes) != len(members) or any(n.core is None for n in nodes):
+            return False
+        if any(n.kv.applied != commit for n in nodes):
+            return False
+        images = {n.id: n.kv.snapshot() for n in nodes}
+        if len(set(images.values())) != 1:
+            raise InvariantViolation(
+                "state machine safety",
+                f"members {members} applied up to {commit} but hold different states",
+            )
+        self.trace.add(self.now, "sim", f"converged: {members} at {commit}")
+        return True
+
+    def _fail_liveness(self) -> None:
+        if self._probe_done_at is None:
+            what = "no proposal committed"
+        elif not self._converged:
+            what = "the members did not converge to the same applied state"
+        else:
+            what = "client operations still had no answer"
+        lead = self.leader()
+        raise InvariantViolation(
+            "liveness",
+            f"{what} within {self.cfg.liveness_seconds:.0f}s after faults stopped "
+            f"(leader now: {lead.id if lead else 'none'})",
+        )
+
+    def _finish(self) -> SimResult:
+        if not self._done:
+            self._fail_liveness()
+        history: list[Operation] = []
+        for c in self.clients:
+            c.give_up()
+            history.extend(c.history)
+        lin = check_history(history)
+        if not lin.ok:
+            raise InvariantViolation("linearizability", lin.explanation)
+        stats = self.checker.stats()
+        lead = self.leader()
+        assert lead is not None and lead.core is not None
+        fp = hashlib.blake2b(digest_size=8)
+        fp.update(repr((self.events, self.now, stats, lead.kv.digest)).encode())
+        for nid in self.node_ids:
+            n = self.nodes[nid]
+            fp.update(repr((nid, n.disk.hard_state, n.disk.last_index, n.kv.digest)).encode())
+        ok = sum(1 for o in history if o.complete is not None)
+        return SimResult(
+            seed=self.cfg.seed,
+            nodes=self.cfg.nodes,
+            events=self.events,
+            sim_ms=self.now / 1000,
+            fingerprint=fp.hexdigest(),
+            trace_hash=self.trace.digest(),
+            checker=stats,
+            linearizability=lin,
+            ops_ok=ok,
+            ops_unknown=len(history) - ok,
+            client_attempts=sum(c.attempts for c in self.clients),
+            crashes=self.crashes,
+            faults=dict(sorted(self.nemesis.counts.items())),
+            max_term=lead.core.term,
+            commit=lead.core.commit_index,
+            liveness_ms=(self._probe_done_at or 0) / 1000 - self.cfg.seconds * 1000,
+        )
+
+    def report(self, exc: BaseException) -> str:
+        """The failure message: what broke, the seed, the replay command, the last events."""
+        cfg = self.cfg
+        cmd = cfg.replay.format(seed=cfg.seed, seconds=cfg.seconds)
+        if cfg.seconds != 60.0 and "{seconds}" not in cfg.replay:
+            cmd += f" --sim-seconds={cfg.seconds:g}"
+        kind = "invariant broken" if isinstance(exc, InvariantViolation) else "crashed"
+        lines = [
+            f"Raft simulation {kind}: {type(exc).__name__}: {exc}",
+            f"  seed {cfg.seed} ({cfg.nodes} nodes, {cfg.seconds:g} simulated s), "
+            f"at t={self.now / 1000:.3f}ms after {self.events} events",
+            f"  replay: {cmd}",
+            f"  raft config: {self.raft_config}, compact every {self.compact_every} entries",
+            f"  network: {self.net.describe()}",
+            "  nodes: "
+            + "; ".join(f"{nid}:{self._node_summary(self.nodes[nid])}" for nid in self.node_ids),
+            f"  last {len(self.trace)} events:",
+            *("    " + line for line in self.trace.lines()),
+        ]
+        return "\n".join(lines)
+
+    def _node_summary(self, n: SimNode) -> str:
+        if n.core is None:
+            return "down" + (" (decommissioned)" if n.decommissioned else "")
+        c = n.core
+        return (
+            f"{c.role.name} t{c.term} commit {c.commit_index} applied {n.kv.applied} "
+            f"last {c.last_index}" + (" PAUSED" if n.paused else "")
+        )
+
+
+__all__ = [
+    "SimConfig",
+    "SimResult",
+    "Simulation",
+    "SimulationFailure",
+    "config_for_seed",
+    "fmt_msg",
+    "simulate",
+]
