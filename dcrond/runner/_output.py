@@ -48,6 +48,8 @@ class OutputPump:
         self.write_error: str | None = None
         self._last = b"\n"
         self.eof = trio.Event()
+        if read_fd is None:
+            self.eof.set()
         self.changed = trio.Event()
         self.sealed = False
 

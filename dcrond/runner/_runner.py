@@ -36,25 +36,25 @@ run is ``kill``'s job.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import final
-from urllib.parse import quote
 
 import trio
 
 from dcrond.errors import InvalidRequest, NotFound
 from dcrond.runner import _procfs, _statefile
+from dcrond.runner._attempt import DRAIN_WAIT, Attempt, Paths, decode
+from dcrond.runner._attempt import key as attempt_key
 from dcrond.runner._output import Follower, OutputPump
 from dcrond.runner._spawn import (
     build_env,
     own_identity,
+    raise_fd_limit,
     remove_quietly,
     remove_script,
     resolve_identity,
@@ -71,87 +71,9 @@ from dcrond.runner._spec import (
     RunSpec,
 )
 
-#: how often the leftovers of a group are checked while they get their grace
-_GROUP_POLL = 0.02
-#: after the group is gone, how long to wait for the pipe's end of file
-#: (a process that escaped with setsid may still hold it)
-_DRAIN_WAIT = 1.0
-#: how long SIGKILLed leftovers get to disappear before we stop looking
-_KILL_WAIT = 2.0
-
 #: supervisors we stopped watching while they still ran (``run`` was
 #: cancelled); kept so that ``Popen`` never warns about them
 _detached: list[subprocess.Popen[bytes]] = []
-
-
-def _key(run_id: str, attempt: int) -> str:
-    return f"{quote(run_id, safe='@+-_.~')}.{attempt}"
-
-
-@final
-@dataclass(slots=True)
-class _Paths:
-    state: str
-    spool: str
-    script: str | None
-
-
-@final
-class _Attempt:
-    """Book-keeping of one live attempt."""
-
-    def __init__(
-        self,
-        *,
-        handle: RunHandle,
-        paths: _Paths,
-        pidfd: int,
-        popen: subprocess.Popen[bytes] | None,
-        state_fd: int,
-        start_ticks: int | None,
-        pump: OutputPump,
-        deadline: float | None,
-        kill_grace: float,
-        stop: Outcome | None = None,
-        stop_at: float | None = None,
-    ) -> None:
-        self.handle = handle
-        self.paths = paths
-        self.pidfd: int | None = pidfd
-        self.popen = popen
-        self.state_fd: int | None = state_fd
-        self.start_ticks = start_ticks  #: None until the state record is written
-        self.pump = pump
-        self.deadline = deadline  #: wall clock
-        self.kill_grace = kill_grace
-        self.stop = stop
-        self.stop_at = stop_at  #: wall clock
-        self.stop_requested = trio.Event()
-        self.kill_at: float | None = None  #: trio clock: when SIGKILL is due
-        self.sigkilled = False  #: dcrond sent SIGKILL to the group
-        self.supervised = False
-
-    @property
-    def pgid(self) -> int:
-        return self.handle.pid
-
-    def close_fds(self) -> None:
-        if self.pidfd is not None:
-            trio.lowlevel.notify_closing(self.pidfd)
-            os.close(self.pidfd)
-            self.pidfd = None
-        if self.state_fd is not None:
-            os.close(self.state_fd)
-            self.state_fd = None
-
-
-def _decode(status: int | None) -> tuple[int | None, int | None]:
-    """A shell status (0-255, 128+N after signal N) as (exit code, signal)."""
-    if status is None:
-        return None, None
-    if 128 < status <= 128 + 64:
-        return None, status - 128
-    return status, None
 
 
 @final
@@ -162,7 +84,8 @@ class LocalProcessRunner:
     ``spool/`` (one ``.log`` per attempt, kept until the caller
     removes it) and ``scripts/``. ``wall_clock`` stamps results;
     ``daemon_env`` is the environment the few passed-through variables
-    (``PATH``, ``LANG``) come from.
+    (``PATH``, ``LANG``) come from. Creating one raises the process's soft
+    open-files limit to the hard limit (jobs get the original back).
     """
 
     def __init__(
@@ -187,7 +110,8 @@ class LocalProcessRunner:
         self._wall = wall_clock
         self._env = dict(os.environ if daemon_env is None else daemon_env)
         self._own = own_identity()
-        self._live: dict[str, _Attempt] = {}
+        self._nofile = raise_fd_limit()
+        self._live: dict[str, Attempt] = {}
         self._started = 0
         self._adopted = 0
         self._finished: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
@@ -196,7 +120,7 @@ class LocalProcessRunner:
 
     def spool_path(self, run_id: str, attempt: int) -> Path:
         """Where the output of an attempt is (or was) spooled."""
-        return self._spool_dir / f"{_key(run_id, attempt)}.log"
+        return self._spool_dir / f"{attempt_key(run_id, attempt)}.log"
 
     async def run(
         self,
@@ -217,7 +141,7 @@ class LocalProcessRunner:
 
     async def supervise(self, handle: RunHandle) -> RunResult:
         """Watch a re-adopted attempt (from ``recover``) to its end."""
-        att = self._live.get(_key(handle.run_id, handle.attempt))
+        att = self._live.get(attempt_key(handle.run_id, handle.attempt))
         if att is None or att.supervised:
             raise InvalidRequest(
                 f"attempt {handle.attempt} of {handle.run_id} is not waiting to be supervised"
@@ -243,7 +167,7 @@ class LocalProcessRunner:
 
         Raises ``NotFound`` when there is no such spool.
         """
-        att = self._live.get(_key(run_id, attempt))
+        att = self._live.get(attempt_key(run_id, attempt))
         path = str(self.spool_path(run_id, attempt))
         if att is None and not os.path.exists(path):
             raise NotFound(f"no output for attempt {attempt} of {run_id}")
@@ -290,7 +214,7 @@ class LocalProcessRunner:
                 # not ours to interpret: nothing can be said about it
                 remove_quietly(path)
                 continue
-            if _key(st.run_id, st.attempt) != key:
+            if attempt_key(st.run_id, st.attempt) != key:
                 remove_quietly(path)
                 continue
             handle = self._adopt(st) if _procfs.is_running(st.pid, st.start_ticks) else None
@@ -302,15 +226,15 @@ class LocalProcessRunner:
 
     # --- starting --------------------------------------------------------------
 
-    def _paths(self, key: str) -> _Paths:
-        return _Paths(
+    def _paths(self, key: str) -> Paths:
+        return Paths(
             state=str(self._live_dir / f"{key}.state"),
             spool=str(self._spool_dir / f"{key}.log"),
             script=None,
         )
 
-    def _start(self, spec: RunSpec) -> _Attempt:
-        key = _key(spec.run_id, spec.attempt)
+    def _start(self, spec: RunSpec) -> Attempt:
+        key = attempt_key(spec.run_id, spec.attempt)
         if key in self._live:
             raise InvalidRequest(f"attempt {spec.attempt} of {spec.run_id} is already running")
         who = resolve_identity(spec.user, self._own)
@@ -336,6 +260,7 @@ class LocalProcessRunner:
                 out_fd=write_fd,
                 exit_fd=state_fd,
                 keep_fd=read_fd,
+                nofile=self._nofile,
             )
         except BaseException:
             for fd in (read_fd, write_fd, state_fd):
@@ -351,11 +276,12 @@ class LocalProcessRunner:
         os.set_blocking(read_fd, False)
         spool_fd = os.open(paths.spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         handle = RunHandle(spec.run_id, spec.attempt, popen.pid, started_at, Path(paths.spool))
-        att = _Attempt(
+        att = Attempt(
             handle=handle,
             paths=paths,
             pidfd=os.pidfd_open(popen.pid),
             popen=popen,
+            wall=self._wall,
             state_fd=state_fd,
             start_ticks=None,
             pump=OutputPump(read_fd, spool_fd, spec.output_cap),
@@ -366,98 +292,11 @@ class LocalProcessRunner:
         self._started += 1
         return att
 
-    def _record(self, att: _Attempt) -> None:
-        """Write the state file's record, so a restart can find the attempt."""
-        stat = _procfs.read_stat(att.handle.pid)  # our unreaped child: it exists
-        assert stat is not None and att.state_fd is not None
-        att.start_ticks = stat.start_ticks
-        _statefile.write_record(
-            att.state_fd,
-            _statefile.AttemptState(
-                run_id=att.handle.run_id,
-                attempt=att.handle.attempt,
-                pid=att.handle.pid,
-                start_ticks=stat.start_ticks,
-                started_at=att.handle.started_at,
-                deadline=att.deadline,
-                kill_grace=att.kill_grace,
-                output_cap=att.pump.cap,
-                spool=att.paths.spool,
-                script=att.paths.script,
-            ),
-        )
-
     # --- supervising -------------------------------------------------------------
 
-    def _trio_time(self, wall: float) -> float:
-        """A wall-clock instant on trio's clock."""
-        return trio.current_time() + (wall - self._wall())
-
-    async def _enforce(self, att: _Attempt) -> None:
-        """Wait for the deadline or a kill request, then stop the whole group."""
-        if att.stop is None:
-            deadline = math.inf if att.deadline is None else self._trio_time(att.deadline)
-            with trio.move_on_at(deadline):
-                await att.stop_requested.wait()
-            if att.stop is None:
-                att.stop = Outcome.TIMED_OUT
-        if att.stop_at is None:
-            att.stop_at = self._wall()
-            if att.state_fd is not None:
-                _statefile.write_stop(att.state_fd, att.stop.value, att.stop_at)
-        _procfs.terminate_group(att.pgid)
-        att.kill_at = self._trio_time(att.stop_at + att.kill_grace)
-        await self._term_late_start(att, att.kill_at)
-        await trio.sleep_until(att.kill_at)
-        att.sigkilled = True
-        _procfs.signal_group(att.pgid, signal.SIGKILL)
-
-    async def _term_late_start(self, att: _Attempt, until: float) -> None:
-        """SIGTERM again if the job was started just after the first one (see ``_spawn``)."""
-        while True:
-            order = _statefile.started_after_stop(att.paths.state)
-            if order is not None:
-                if order:
-                    _procfs.terminate_group(att.pgid)
-                return
-            if trio.current_time() >= until:
-                return
-            await trio.sleep(_GROUP_POLL)
-
-    def _leftovers(self, att: _Attempt) -> bool:
-        """Processes of the attempt's group are still running."""
-        if not _procfs.signal_group(att.pgid, 0):
-            return False
-        members = _procfs.live_members(att.pgid)
-        if att.popen is None:
-            # not our child: its pid number may be free again; trust only our session
-            members = [p for p in members if (s := _procfs.read_stat(p)) and s.session == att.pgid]
-        return bool(members)
-
-    async def _wait_gone(self, att: _Attempt, until: float) -> bool:
-        """Poll until nothing of the group runs (True) or ``until`` passes (False)."""
-        while True:
-            if not self._leftovers(att):
-                return True
-            if trio.current_time() >= until:
-                return False
-            await trio.sleep(_GROUP_POLL)
-
-    async def _clean_group(self, att: _Attempt) -> None:
-        """SIGTERM what the job left behind, SIGKILL it after the grace."""
-        if not self._leftovers(att):
-            return
-        if att.kill_at is None:
-            _procfs.terminate_group(att.pgid)
-            att.kill_at = trio.current_time() + att.kill_grace
-        if await self._wait_gone(att, att.kill_at):
-            return
-        _procfs.signal_group(att.pgid, signal.SIGKILL)
-        await self._wait_gone(att, trio.current_time() + _KILL_WAIT)
-
-    async def _supervise(self, att: _Attempt) -> RunResult:
+    async def _supervise(self, att: Attempt) -> RunResult:
         att.supervised = True
-        key = _key(att.handle.run_id, att.handle.attempt)
+        key = attempt_key(att.handle.run_id, att.handle.attempt)
         status: int | None = None
         leader_signal: int | None = None
         if att.start_ticks is None:
@@ -465,12 +304,12 @@ class LocalProcessRunner:
             # /proc answers at once (and a burst of starts is not held up)
             await trio.lowlevel.cancel_shielded_checkpoint()
             with contextlib.suppress(OSError):  # a full disk: supervise on, unrecorded
-                self._record(att)
+                att.record()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(att.pump.run)
                 async with trio.open_nursery() as watch:
-                    watch.start_soon(self._enforce, att)
+                    watch.start_soon(att.enforce)
                     assert att.pidfd is not None
                     await trio.lowlevel.wait_readable(att.pidfd)
                     watch.cancel_scope.cancel()
@@ -485,8 +324,8 @@ class LocalProcessRunner:
                         status = rc
                 else:
                     status = self._recorded_status(att)
-                await self._clean_group(att)
-                with trio.move_on_after(_DRAIN_WAIT):
+                await att.clean_group()
+                with trio.move_on_after(DRAIN_WAIT):
                     await att.pump.eof.wait()
                 att.pump.drain_nowait()
                 nursery.cancel_scope.cancel()
@@ -494,7 +333,7 @@ class LocalProcessRunner:
             self._detach(key, att)
             raise
         att.close_fds()
-        exit_code, sig = _decode(status)
+        exit_code, sig = decode(status)
         if status is None:
             # the supervisor itself was killed, so the job's status is unknown; for an
             # adopted one (not our child) we only know the SIGKILL if we sent it
@@ -523,13 +362,13 @@ class LocalProcessRunner:
         )
 
     @staticmethod
-    def _recorded_status(att: _Attempt) -> int | None:
+    def _recorded_status(att: Attempt) -> int | None:
         try:
             return _statefile.read(att.paths.state).status
         except (OSError, ValueError):
             return None
 
-    def _detach(self, key: str, att: _Attempt) -> None:
+    def _detach(self, key: str, att: Attempt) -> None:
         """Stop watching an attempt that keeps running (its state file stays)."""
         att.close_fds()
         att.pump.detach()
@@ -541,7 +380,7 @@ class LocalProcessRunner:
         self,
         key: str,
         *,
-        paths: _Paths,
+        paths: Paths,
         pump: OutputPump,
         handle: RunHandle,
         state: Outcome,
@@ -573,9 +412,9 @@ class LocalProcessRunner:
 
     # --- recovery ------------------------------------------------------------------
 
-    def _paths_of(self, st: _statefile.AttemptState) -> _Paths:
-        state = str(self._live_dir / f"{_key(st.run_id, st.attempt)}.state")
-        return _Paths(state, st.spool, st.script)
+    def _paths_of(self, st: _statefile.AttemptState) -> Paths:
+        state = str(self._live_dir / f"{attempt_key(st.run_id, st.attempt)}.state")
+        return Paths(state, st.spool, st.script)
 
     def _adopt(self, st: _statefile.AttemptState) -> RunHandle | None:
         """Take over a still-running attempt; None if it ended meanwhile."""
@@ -588,18 +427,22 @@ class LocalProcessRunner:
             return None
         paths = self._paths_of(st)
         # the supervisor holds the pipe's read end as its fd 4: open the same pipe through it
-        read_fd = os.open(f"/proc/{st.pid}/fd/4", os.O_RDONLY | os.O_NONBLOCK)
-        state_fd = os.open(paths.state, os.O_WRONLY | os.O_APPEND)
+        read_fd: int | None
+        try:
+            read_fd = os.open(f"/proc/{st.pid}/fd/4", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            read_fd = None  # watched without its output (which then waits in the pipe)
         spool_fd = os.open(st.spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         kept = os.fstat(spool_fd).st_size
         handle = RunHandle(st.run_id, st.attempt, st.pid, st.started_at, Path(st.spool), True)
         stop = None if st.stop is None else Outcome(st.stop)
-        att = _Attempt(
+        att = Attempt(
             handle=handle,
             paths=paths,
             pidfd=pidfd,
             popen=None,
-            state_fd=state_fd,
+            wall=self._wall,
+            state_fd=None,
             start_ticks=st.start_ticks,
             pump=OutputPump(read_fd, spool_fd, st.output_cap, kept=kept),
             deadline=st.deadline,
@@ -609,7 +452,7 @@ class LocalProcessRunner:
         )
         if stop is not None:
             att.stop_requested.set()
-        self._live[_key(st.run_id, st.attempt)] = att
+        self._live[attempt_key(st.run_id, st.attempt)] = att
         self._adopted += 1
         return handle
 
@@ -626,7 +469,7 @@ class LocalProcessRunner:
             with contextlib.suppress(OSError):
                 ago = max(0.0, time.time() - os.stat(paths.state).st_mtime)
                 finished_at = max(st.started_at, finished_at - ago)
-        exit_code, sig = _decode(status)
+        exit_code, sig = decode(status)
         if st.stop is not None:
             state = Outcome(st.stop)
         elif status is None:
@@ -641,7 +484,7 @@ class LocalProcessRunner:
         else:
             note = "dcrond was not running when the attempt ended: late output may be missing"
         handle = RunHandle(st.run_id, st.attempt, st.pid, st.started_at, Path(st.spool), True)
-        key = _key(st.run_id, st.attempt)
+        key = attempt_key(st.run_id, st.attempt)
         return self._finish(
             key,
             paths=paths,

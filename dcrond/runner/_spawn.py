@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import resource
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -146,15 +147,17 @@ def working_dir(spec: RunSpec, who: Identity) -> str:
 #: The supervisor's ``sh -c`` text. On entry fd 0 is the exit file, fd 1 the
 #: FIFO's write end and fd 2 its read end (dash only knows one-digit
 #: descriptors, so everything arrives in the three standard slots and is moved
-#: to 3 and 4 first); ``$1`` is the working dir, the rest the job's argv.
+#: to 3 and 4 first); ``$1`` is the working dir, ``$2`` the soft limit of open
+#: files to give back to the job (empty: leave it), the rest the job's argv.
 #: A failing ``cd`` prints the shell's own message into the output and
 #: records status 2. Neither the exit file nor the read end reaches the job.
 SUPERVISOR_SCRIPT = """\
 exec 3>&0 4<&2 2>&1 0</dev/null
 trap stopping=1 TERM INT HUP
+[ -z "$2" ] || ulimit -Sn "$2"
 cd -- "$1" && {
   unset OLDPWD
-  shift
+  shift 2
   exec 9>&2 2>&-
   if [ -z "$stopping" ]; then (echo started >&3; exec "$@" 2>&9 9>&- 3>&- 4<&-); else (exit 143); fi
 }
@@ -174,18 +177,29 @@ def spawn(
     out_fd: int,
     exit_fd: int,
     keep_fd: int,
+    nofile: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the supervisor (and through it the job) in a new session.
 
     ``out_fd`` (the FIFO's write end) becomes the job's stdout and stderr: one
     pipe keeps output in arrival order. The job's stdin is /dev/null.
+    ``nofile`` is the soft open-files limit the job gets back (see
+    ``raise_fd_limit``).
     Returns once the supervisor has been exec'd.
     """
     kw: dict[str, Any] = {}
     if who.switch:
         kw = {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
     return subprocess.Popen(
-        [SHELL, "-c", SUPERVISOR_SCRIPT, spec.job, cwd, *argv],
+        [
+            SHELL,
+            "-c",
+            SUPERVISOR_SCRIPT,
+            spec.job,
+            cwd,
+            "" if nofile is None else str(nofile),
+            *argv,
+        ],
         executable=SHELL,
         stdin=exit_fd,
         stdout=out_fd,
@@ -232,6 +246,31 @@ def remove_script(path: str) -> None:
     if os.path.basename(folder).startswith(SCRIPT_DIR_PREFIX):
         with contextlib.suppress(OSError):
             os.rmdir(folder)
+
+
+_original_nofile: list[int | None] = []
+
+
+def raise_fd_limit() -> int | None:
+    """Raise this process's soft open-files limit to its hard limit, once.
+
+    A running attempt holds three descriptors in the daemon (pidfd, pipe,
+    spool), so a thousand at once need more than the usual soft limit of
+    1024. Returns the original soft limit when it was raised (jobs get that
+    one back: some programs loop over every possible descriptor), else None.
+    """
+    if not _original_nofile:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        raised: int | None = None
+        if soft != resource.RLIM_INFINITY and soft < target:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                raised = soft
+            except (OSError, ValueError):
+                pass
+        _original_nofile.append(raised)
+    return _original_nofile[0]
 
 
 def remove_quietly(*paths: str) -> None:

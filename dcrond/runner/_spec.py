@@ -91,6 +91,7 @@ class RunSpec:
             raise InvalidRequest(f"script path {str(self.script)!r} must be absolute")
         self.program()  # validates the interpreter
         object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "env", dict(self.env))  # the caller's dict may change later
         for a in self.args:
             _check_text("argument", a)
         for k, v in self.env.items():

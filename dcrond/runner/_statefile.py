@@ -77,9 +77,16 @@ def write_record(fd: int, st: AttemptState) -> None:
     )
 
 
-def write_stop(fd: int, reason: str, at: float) -> None:
-    """Append that dcrond began stopping the attempt."""
-    _line(fd, {"stop": reason, "at": at})
+def append_stop(path: str, reason: str, at: float) -> None:
+    """Append that dcrond began stopping the attempt (if its state file is still there)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except FileNotFoundError:
+        return
+    try:
+        _line(fd, {"stop": reason, "at": at})
+    finally:
+        os.close(fd)
 
 
 def read(path: str) -> AttemptState:

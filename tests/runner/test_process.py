@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,44 @@ async def test_started_handle_names_the_process_group(runner: LocalProcessRunner
             assert handle.started_at > WALL_OFFSET
             assert runner.statistics().running == 1
             runner.kill("pg@1")
+
+
+async def test_burst_of_concurrent_attempts_all_run(runner: LocalProcessRunner) -> None:
+    results: list[RunResult] = []
+
+    async def one(i: int) -> None:
+        results.append(await runner.run(RunSpec(f"burst{i}@1", command=f"echo {i}")))
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(one, i)
+    assert len(results) == 100
+    assert all(r.state is Outcome.SUCCEEDED for r in results)
+    assert sorted(int(output(r)) for r in results) == list(range(100))
+    assert runner.statistics().succeeded == 100
+
+
+RAISE_AND_RUN = """
+import pathlib, resource, sys, tempfile, trio
+from dcrond.runner import LocalProcessRunner, RunSpec
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+async def main():
+    with tempfile.TemporaryDirectory() as d:
+        r = LocalProcessRunner(pathlib.Path(d))
+        res = await r.run(RunSpec("limits@1", command="ulimit -Sn"))
+        print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], res.spool_path.read_text().strip())
+trio.run(main)
+"""
+
+
+async def test_daemon_raises_its_open_files_limit_but_jobs_get_the_original(
+    tmp_path: Path,
+) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    with trio.fail_after(20):
+        done = await trio.run_process([sys.executable, "-c", RAISE_AND_RUN], capture_stdout=True)
+    daemon, job = done.stdout.decode().split()
+    assert int(daemon) == hard and hard > 256
+    assert int(job) == 256
