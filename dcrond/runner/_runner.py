@@ -5,15 +5,17 @@ Theory of operation
 
 ``run(spec)`` does everything up to the exec synchronously, on the calling
 task, with no checkpoint and no thread hop: it builds the environment, makes
-a pipe for the output, creates the attempt's state file (``_statefile``,
-which the supervisor inherits to write the exit status into) and starts the
-supervisor shell (see ``_spawn``) in a new session. Only then does it open
-the spool and report a ``RunHandle`` through ``task_status.started``; the
-state file's record (which needs the supervisor's start time from /proc, a
-read that stalls while the child is still in ``execve``) is written after
+a pipe for the output, opens the attempt's state file (``_statefile``,
+which the supervisor inherits to write the exit status into; made empty
+ahead of time and renamed after the start, since creating a file costs a
+tenth of a millisecond) and starts the supervisor shell (see ``_spawn``) in
+a new session. Only then does it open the spool and report a ``RunHandle``
+through ``task_status.started``; the state file's record (which needs the
+supervisor's start time from /proc, a read that stalls while the child is
+still in ``execve``) is written after
 one scheduling round. Then it supervises:
 
-1. the output pump copies the FIFO into the capped spool (``_output``);
+1. the output pump copies the pipe into the capped spool (``_output``);
 2. the attempt waits for its supervisor to exit (a pidfd becoming readable),
    while an enforcer waits for the deadline or a ``kill()``: either one
    records the stop in the state file, sends SIGTERM (and SIGCONT) to the
@@ -26,11 +28,11 @@ one scheduling round. Then it supervises:
    attempt are removed (the spool stays) and a ``RunResult`` is returned.
 
 The job's status is what the supervisor exits with and also writes to the
-state file, so an attempt re-adopted after a restart (``recover`` + ``supervise``, watched
-through a pidfd since it is no longer our child) still ends with its real
-exit code. Cancelling ``run`` or ``supervise`` *detaches*: the process keeps
-running and its state file stays, for the next daemon to recover; stopping a
-run is ``kill``'s job.
+state file, so an attempt re-adopted after a restart (``recover`` +
+``supervise``, watched through a pidfd since it is no longer our child)
+still ends with its real exit code. Cancelling ``run`` or ``supervise``
+*detaches*: the process keeps running and its state file stays, for the
+next daemon to recover; stopping a run is ``kill``'s job.
 """
 
 from __future__ import annotations
@@ -111,6 +113,11 @@ class LocalProcessRunner:
         self._env = dict(os.environ if daemon_env is None else daemon_env)
         self._own = own_identity()
         self._nofile = raise_fd_limit()
+        for name in os.listdir(self._live_dir):
+            if name.startswith("spare."):  # left by an earlier daemon: never used
+                remove_quietly(str(self._live_dir / name))
+        self._spares = 0
+        self._spare: str | None = None
         self._live: dict[str, Attempt] = {}
         self._started = 0
         self._adopted = 0
@@ -233,6 +240,18 @@ class LocalProcessRunner:
             script=None,
         )
 
+    def _new_spare(self) -> str:
+        self._spares += 1
+        path = str(self._live_dir / f"spare.{self._spares}")
+        os.close(_statefile.create(path))
+        return path
+
+    def _take_spare(self) -> tuple[str, int]:
+        """A state file made ahead of time (creating one costs ~0.1 ms), renamed once used."""
+        path = self._spare if self._spare is not None else self._new_spare()
+        self._spare = None
+        return path, _statefile.open_append(path)
+
     def _start(self, spec: RunSpec) -> Attempt:
         key = attempt_key(spec.run_id, spec.attempt)
         if key in self._live:
@@ -248,9 +267,8 @@ class LocalProcessRunner:
             script = str(spec.script)
         argv = spec.argv(script)
         read_fd, write_fd = os.pipe()
-        state_fd = -1
+        spare, state_fd = self._take_spare()
         try:
-            state_fd = _statefile.create(paths.state)
             popen = spawn(
                 spec,
                 argv=argv,
@@ -264,14 +282,14 @@ class LocalProcessRunner:
             )
         except BaseException:
             for fd in (read_fd, write_fd, state_fd):
-                if fd >= 0:
-                    os.close(fd)
-            remove_quietly(paths.state)
+                os.close(fd)
+            remove_quietly(spare)
             if paths.script is not None:
                 remove_script(paths.script)
             raise
         # the job is on its way; what follows is off its critical path
         started_at = self._wall()
+        os.rename(spare, paths.state)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         spool_fd = os.open(paths.spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
@@ -305,6 +323,8 @@ class LocalProcessRunner:
             await trio.lowlevel.cancel_shielded_checkpoint()
             with contextlib.suppress(OSError):  # a full disk: supervise on, unrecorded
                 att.record()
+                if self._spare is None:
+                    self._spare = self._new_spare()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(att.pump.run)

@@ -53,6 +53,11 @@ def create(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
 
 
+def open_append(path: str) -> int:
+    """Open an existing state file for appending."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND)
+
+
 def _line(fd: int, rec: dict[str, Any]) -> None:
     os.write(fd, json.dumps(rec).encode() + b"\n")
 
