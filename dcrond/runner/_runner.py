@@ -12,8 +12,7 @@ tenth of a millisecond) and starts the supervisor shell (see ``_spawn``) in
 a new session. Only then does it open the spool and report a ``RunHandle``
 through ``task_status.started``; the state file's record (which needs the
 supervisor's start time from /proc, a read that stalls while the child is
-still in ``execve``) is written after
-one scheduling round. Then it supervises:
+still in ``execve`` and slows it) is written 10 ms later. Then it supervises:
 
 1. the output pump copies the pipe into the capped spool (``_output``);
 2. the attempt waits for its supervisor to exit (a pidfd becoming readable),
@@ -72,6 +71,9 @@ from dcrond.runner._spec import (
     RunResult,
     RunSpec,
 )
+
+#: how long after the start the state file's record is written
+_RECORD_DELAY = 0.01
 
 #: supervisors we stopped watching while they still ran (``run`` was
 #: cancelled); kept so that ``Popen`` never warns about them
@@ -317,23 +319,18 @@ class LocalProcessRunner:
         key = attempt_key(att.handle.run_id, att.handle.attempt)
         status: int | None = None
         leader_signal: int | None = None
-        if att.start_ticks is None:
-            # one scheduling round first: by then the child is past execve and
-            # /proc answers at once (and a burst of starts is not held up)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            with contextlib.suppress(OSError):  # a full disk: supervise on, unrecorded
-                att.record()
-                if self._spare is None:
-                    self._spare = self._new_spare()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(att.pump.run)
                 async with trio.open_nursery() as watch:
                     watch.start_soon(att.enforce)
+                    if att.start_ticks is None:
+                        watch.start_soon(self._record_soon, att)
                     assert att.pidfd is not None
                     await trio.lowlevel.wait_readable(att.pidfd)
                     watch.cancel_scope.cancel()
                 finished_at = self._wall()
+                self._record_now(att)  # (if not yet) while the supervisor is unreaped
                 if att.popen is not None:
                     # the supervisor exits with the job's status
                     rc = att.popen.poll()
@@ -350,6 +347,7 @@ class LocalProcessRunner:
                 att.pump.drain_nowait()
                 nursery.cancel_scope.cancel()
         except BaseException:
+            self._record_now(att)
             self._detach(key, att)
             raise
         att.close_fds()
@@ -380,6 +378,21 @@ class LocalProcessRunner:
             finished_at=finished_at,
             note=note,
         )
+
+    async def _record_soon(self, att: Attempt) -> None:
+        # reading /proc/<pid>/stat stalls while the child is in execve, and slows
+        # it: wait until the job has surely started (a crash before this leaves a
+        # state file without a record, and the run is then lost)
+        await trio.sleep(_RECORD_DELAY)
+        self._record_now(att)
+
+    def _record_now(self, att: Attempt) -> None:
+        if att.start_ticks is not None or att.state_fd is None:
+            return
+        with contextlib.suppress(OSError):  # a full disk: supervise on, unrecorded
+            att.record()
+            if self._spare is None:
+                self._spare = self._new_spare()
 
     @staticmethod
     def _recorded_status(att: Attempt) -> int | None:
