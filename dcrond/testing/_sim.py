@@ -33,124 +33,54 @@ command that replays it, and the last events.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any, final
 
 from dcrond.errors import DcronError, NotLeader
-from dcrond.raft._core import RaftCore, decode_conf_change
+from dcrond.raft._core import RaftCore
 from dcrond.raft._types import (
-    ConfChangeType,
     Config,
     ConfState,
-    EntryKind,
     Message,
     NodeId,
-    Ready,
     Role,
-    Snapshot,
-    SnapshotMeta,
-    VoteResponse,
 )
-from dcrond.testing._checkers import CheckerStats, InvariantViolation, SafetyChecker
-from dcrond.testing._kv import Command, KVStateMachine, Op
-from dcrond.testing._linearizability import LinearizabilityResult, Operation, check_history
+from dcrond.testing._checkers import InvariantViolation, SafetyChecker
+from dcrond.testing._kv import Command, Op
+from dcrond.testing._linearizability import Operation, check_history
 from dcrond.testing._nemesis import Nemesis
 from dcrond.testing._simclient import Request, Response, SimClient, Status
-from dcrond.testing._simnet import NetworkQuality, SimNetwork
-from dcrond.testing._simnode import (
-    CRASH_AFTER_SEND,
-    CRASH_AFTER_VOTE,
-    CRASH_AFTER_WRITE,
-    CRASH_BEFORE_ADVANCE,
-    CRASH_MID_APPLY,
-    SimNode,
-    node_rng,
+from dcrond.testing._simconfig import (
+    CALL,
+    CLIENT_INVOKE,
+    CLIENT_REQUEST,
+    CLIENT_RESPONSE,
+    CLIENT_TIMEOUT,
+    DECOMMISSION,
+    DELIVER,
+    FAULTS_END,
+    NEMESIS,
+    PROBE,
+    RESTART,
+    RESUME,
+    TICK,
+    SimConfig,
+    SimResult,
+    SimulationFailure,
+    config_for_seed,
 )
-from dcrond.testing._simtrace import Trace, fmt_msg
-
-# event kinds
-TICK = 0
-DELIVER = 1
-CLIENT_INVOKE = 2
-CLIENT_REQUEST = 3
-CLIENT_RESPONSE = 4
-CLIENT_TIMEOUT = 5
-NEMESIS = 6
-RESTART = 7
-RESUME = 8
-DECOMMISSION = 9
-FAULTS_END = 10
-PROBE = 11
-CALL = 12
+from dcrond.testing._simnet import NetworkQuality, SimNetwork
+from dcrond.testing._simnode import SimNode, node_rng
+from dcrond.testing._simready import ReadyDriver
+from dcrond.testing._simtrace import Trace
 
 _LEADER = Role.LEADER
-_to = attrgetter("to")
 _CALM = NetworkQuality(drop=0.0, duplicate=0.0, min_delay_us=200, max_delay_us=3_000)
 _PROBE_SESSION = "__probe__"
-
-
-class SimulationFailure(AssertionError):
-    """The simulation found a broken invariant or a liveness failure; the message replays it."""
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class SimConfig:
-    """Parameters of one simulated run (everything else is drawn from ``seed``)."""
-
-    seed: int
-    nodes: int = 3
-    seconds: float = 60.0
-    tick_us: int = 10_000
-    clients: int = 4
-    keys: int = 3
-    faults: bool = True
-    liveness_seconds: float = 20.0
-    #: start joining nodes with an empty membership, as a real new host (it learns the
-    #: membership from the log); False gives them the cluster's bootstrap membership
-    join_empty: bool = True
-    #: fixed Raft tunables / compaction interval instead of ones drawn from the seed
-    raft: Config | None = None
-    compact_every: int | None = None
-    #: scripted actions: (simulated seconds, function of the Simulation), for regressions
-    script: tuple[tuple[float, Callable[[Simulation], object]], ...] = ()
-    trace_events: int = 40
-    record_trace: bool = False
-    #: how to replay this run; ``{seed}`` and ``{seconds}`` are filled in
-    replay: str = "pytest tests/raft/test_sim.py --sim-seeds={seed}:1 -x"
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class SimResult:
-    """What a run did (for assertions, reports and the determinism test)."""
-
-    seed: int
-    nodes: int
-    events: int
-    sim_ms: float
-    fingerprint: str  #: digest of the final state: equal runs, equal fingerprints
-    trace_hash: str | None  #: digest of every event, when ``record_trace``
-    checker: CheckerStats
-    linearizability: LinearizabilityResult
-    ops_ok: int
-    ops_unknown: int
-    client_attempts: int
-    crashes: int
-    faults: dict[str, int] = field(default_factory=dict)
-    max_term: int = 0
-    commit: int = 0
-    liveness_ms: float = 0.0  #: from faults ending to the probe committing
-
-
-def config_for_seed(seed: int, seconds: float = 60.0, **kw: Any) -> SimConfig:
-    """The standard run for a seed: even seeds get 3 nodes, odd seeds 5."""
-    return SimConfig(seed=seed, nodes=3 if seed % 2 == 0 else 5, seconds=seconds, **kw)
 
 
 def simulate(cfg: SimConfig) -> SimResult:
@@ -159,7 +89,7 @@ def simulate(cfg: SimConfig) -> SimResult:
 
 
 @final
-class Simulation:
+class Simulation(ReadyDriver):
     """One simulated cluster, its clients and its nemesis, stepped from one event queue."""
 
     def __init__(self, cfg: SimConfig) -> None:
@@ -173,13 +103,17 @@ class Simulation:
         self.net = SimNetwork(random.Random(rng.getrandbits(64)))
         self._net_rng = random.Random(rng.getrandbits(64))
         self._core_rng = random.Random(rng.getrandbits(64))
-        self.raft_config = Config(
-            election_ticks=10,
-            heartbeat_ticks=rng.choice((2, 3, 5)),
-            max_inflight=rng.choice((1, 2, 4)),
-            max_entries_bytes=rng.choice((64, 512, 1 << 20)),
-            snapshot_chunk_bytes=rng.choice((64, 512, 1 << 20)),
-        )
+        tunables: dict[str, Any] = {
+            "election_ticks": 10,
+            "heartbeat_ticks": rng.choice((2, 3, 5)),
+            "max_inflight": rng.choice((1, 2, 4)),
+            "max_entries_bytes": rng.choice((64, 512, 1 << 20)),
+            "snapshot_chunk_bytes": rng.choice((64, 512, 1 << 20)),
+        }
+        early = rng.random() < 0.5
+        if "send_appends_early" in {f.name for f in dataclasses.fields(Config)}:
+            tunables["send_appends_early"] = early  # the core's PERF-1 option
+        self.raft_config = Config(**tunables)
         self.compact_every = rng.choice((8, 30, 100, 400))
         if cfg.raft is not None:
             self.raft_config = cfg.raft
@@ -191,8 +125,7 @@ class Simulation:
         self.node_ids: list[NodeId] = []  # every node ever created, in creation order
         voters = frozenset(f"n{i + 1}" for i in range(cfg.nodes))
         self.bootstrap = ConfState(voters=voters)
-        for nid in sorted(voters):
-            self.add_node(nid)
+        self._founders = sorted(voters)  # started by run(), where failures are reported
         self.clients = [
             SimClient(i, random.Random(rng.getrandbits(64)), cfg.keys, give_up_us=5_000_000)
             for i in range(cfg.clients)
@@ -316,6 +249,8 @@ class Simulation:
             raise SimulationFailure(self.report(exc)) from exc
 
     def _run(self) -> None:
+        for nid in self._founders:
+            self.add_node(nid)
         for c in self.clients:
             self.schedule(self.rng.randrange(50_000), CLIENT_INVOKE, c)
         if self.cfg.faults:
@@ -388,7 +323,7 @@ class Simulation:
         core.tick()
         if core.has_ready():
             self.trace.add(self.now, node.id, "tick")
-            self.drain(node)
+            self.drain(node, has_ready=True)
         elif core.role == _LEADER:
             self.checker.observe_role(node.id, core.term, _LEADER, node.disk)
         if node.tick_epoch == epoch:
@@ -412,161 +347,6 @@ class Simulation:
         if core.role == _LEADER:
             self.checker.observe_role(node.id, core.term, _LEADER, node.disk)
         self.drain(node)
-
-    def send(self, msg: Message) -> None:
-        """Put one message on the network."""
-        for delay in self.net.route(msg.frm, msg.to):
-            self.schedule(delay, DELIVER, msg)
-
-    def drain(self, node: SimNode) -> None:
-        """Handle Ready after Ready in the documented order, with any armed crash."""
-        core = node.core
-        assert core is not None
-        checker = self.checker
-        disk = node.disk
-        nid = node.id
-        if core.role == _LEADER:
-            checker.observe_role(nid, core.term, _LEADER, disk)
-        while core.has_ready():
-            rd = core.ready()
-            crash_at = node.crash_at
-            if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-                checker.before_persist(nid, disk, rd)
-                disk.write(rd.snapshot, rd.entries, rd.hard_state)
-                if crash_at == CRASH_AFTER_WRITE:
-                    self.crash(node, "between write and sync")
-                    return
-                disk.sync()
-                checker.after_persist(nid, disk, rd)
-            msgs = rd.messages
-            if msgs:
-                if len(msgs) > 1:
-                    msgs = tuple(sorted(msgs, key=_to))  # independent of set iteration order
-                route = self.net.route
-                queue = self._queue
-                now = self.now
-                for m in msgs:
-                    for delay in route(m.frm, m.to):
-                        self._seq += 1
-                        heapq.heappush(queue, (now + delay, self._seq, DELIVER, m, None))
-            if crash_at == CRASH_AFTER_SEND:
-                self.crash(node, "after send, before apply")
-                return
-            if crash_at == CRASH_AFTER_VOTE and any(
-                type(m) is VoteResponse and m.granted and not m.prevote for m in msgs
-            ):
-                # back before a rival's request (>= 200 us away) can arrive
-                self.crash(node, "right after voting", self.rng.randrange(20, 150))
-                return
-            if rd.snapshot is not None:
-                self._restore(node, rd.snapshot)
-            if rd.committed and self._apply(node, rd, crash_at == CRASH_MID_APPLY):
-                return
-            if rd.read_states:
-                self._read_states(node, rd)
-            if node.waiting_reads:
-                self._serve_reads(node)
-            if crash_at == CRASH_BEFORE_ADVANCE:
-                self.crash(node, "before advance")
-                return
-            core.advance(rd)
-            if rd.role != node.last_role:
-                self.trace.add(self.now, nid, f"now {rd.role.name} of term {core.term}")
-                node.last_role = rd.role
-            if rd.committed and node.kv.applied - disk.snap_index >= self.compact_every:
-                self._compact(node)
-
-    def _restore(self, node: SimNode, snap: Snapshot) -> None:
-        self.checker.on_restore(node.id, snap)
-        node.kv = KVStateMachine.restore(snap.data)
-        node.applied_conf = snap.meta.conf
-        node.disk.record_applied(snap.meta.index)
-        self.trace.add(self.now, node.id, f"restored snapshot at {snap.meta.index}")
-        idx = snap.meta.index
-        for i in [i for i in node.pending_props if i <= idx]:
-            req, _ = node.pending_props.pop(i)
-            self._reply(node, req, Response(req.attempt, Status.RETRY))
-
-    def _apply(self, node: SimNode, rd: Ready, crash_mid: bool) -> bool:
-        """Apply committed entries; True when an armed crash struck midway."""
-        kv = node.kv
-        disk = node.disk
-        checker = self.checker
-        pending = node.pending_props
-        nid = node.id
-        assert node.core is not None
-        term = node.core.term
-        for e in rd.committed:
-            if e.index > disk.last_index or (
-                e.index > disk.snap_index and disk.entry(e.index) != e
-            ):
-                raise InvariantViolation(
-                    "commit only what is durable",
-                    f"{nid} was told to apply ({e.index}, term {e.term}) which its disk "
-                    f"does not hold (durable log ends at {disk.last_index})",
-                )
-            checker.on_apply(nid, e, term)
-            result = kv.apply(e)
-            disk.record_applied(e.index)
-            if e.kind == EntryKind.CONFIG:
-                node.apply_conf(e)
-                cc = decode_conf_change(e.data)
-                self.trace.add(self.now, nid, f"applied {cc.type.name} {cc.node} at {e.index}")
-                if cc.type == ConfChangeType.REMOVE_NODE:
-                    self.nemesis.removed(cc.node)
-            if pending:
-                p = pending.pop(e.index, None)
-                if p is not None:
-                    req, data = p
-                    if e.data == data:
-                        checker.on_ack(nid, e)
-                        if req.client < 0:
-                            self._probe_done_at = self.now
-                        else:
-                            self._reply(node, req, Response(req.attempt, Status.OK, result))
-                    elif req.client >= 0:
-                        self._reply(node, req, Response(req.attempt, Status.RETRY))
-            if crash_mid:
-                self.crash(node, f"after applying {e.index}")
-                return True
-        return False
-
-    def _read_states(self, node: SimNode, rd: Ready) -> None:
-        for rs in rd.read_states:
-            req = node.pending_reads.pop(rs.request_id, None)
-            if req is None:
-                continue
-            if rs.index == 0:
-                self._reply(node, req, Response(req.attempt, Status.RETRY))
-            else:
-                node.waiting_reads.append((rs.index, req))
-
-    def _serve_reads(self, node: SimNode) -> None:
-        applied = node.kv.applied
-        still = []
-        for idx, req in node.waiting_reads:
-            if idx <= applied:
-                value = node.kv.get(req.command.key)
-                self._reply(node, req, Response(req.attempt, Status.OK, value))
-            else:
-                still.append((idx, req))
-        node.waiting_reads = still
-
-    def _compact(self, node: SimNode) -> None:
-        kv = node.kv
-        assert node.core is not None
-        meta = node.core.snapshot_meta(kv.applied)
-        if meta != SnapshotMeta(kv.applied, kv.applied_term, node.applied_conf):
-            raise InvariantViolation(
-                "snapshot metadata",
-                f"{node.id}: the core says the snapshot at {kv.applied} is {meta}, but the state "
-                f"machine applied term {kv.applied_term} with membership {node.applied_conf}",
-            )
-        snap = Snapshot(meta, kv.snapshot())
-        self.checker.on_snapshot_created(node.id, snap)
-        node.disk.compact(snap)
-        node.core.compact(snap)
-        self.trace.add(self.now, node.id, f"compacted to {kv.applied}")
 
     def pause(self, node: SimNode, us: int) -> None:
         """Freeze a node (a long GC pause or a stopped VM): it handles nothing until resumed."""
@@ -608,10 +388,6 @@ class Simulation:
     def _after_op(self, client: SimClient) -> None:
         if not self.faults_over:
             self.schedule(self._net_rng.randrange(0, 100_000), CLIENT_INVOKE, client)
-
-    def _reply(self, node: SimNode, req: Request, resp: Response) -> None:
-        if req.client >= 0:
-            self.schedule(self._net_rng.randrange(100, 2_000), CLIENT_RESPONSE, req.client, resp)
 
     def _on_request(self, node: SimNode, req: Request) -> None:
         core = node.core
@@ -763,7 +539,7 @@ class Simulation:
         """The failure message: what broke, the seed, the replay command, the last events."""
         cfg = self.cfg
         cmd = cfg.replay.format(seed=cfg.seed, seconds=cfg.seconds)
-        if cfg.seconds != 60.0 and "{seconds}" not in cfg.replay:
+        if cfg.seconds != 60.0 and "--sim-seeds" in cfg.replay and "{seconds}" not in cfg.replay:
             cmd += f" --sim-seconds={cfg.seconds:g}"
         kind = "invariant broken" if isinstance(exc, InvariantViolation) else "crashed"
         lines = [
@@ -796,6 +572,5 @@ __all__ = [
     "Simulation",
     "SimulationFailure",
     "config_for_seed",
-    "fmt_msg",
     "simulate",
 ]

@@ -62,12 +62,12 @@ def test_a_failure_names_the_seed_the_replay_command_and_the_last_events(
     real_drain = sim.drain
     calls = 0
 
-    def sabotaged(node: object) -> None:
+    def sabotaged(node: object, **kw: bool) -> None:
         nonlocal calls
         calls += 1
         if calls == 500:
             raise RuntimeError("boom")
-        real_drain(node)  # type: ignore[arg-type]
+        real_drain(node, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sim, "drain", sabotaged)
     with pytest.raises(SimulationFailure) as info:

@@ -289,3 +289,21 @@ def test_checker_catches_an_acknowledged_write_that_was_not_committed() -> None:
     chk.on_ack("a", Entry(1, 1, data=b"x"))
     with pytest.raises(InvariantViolation, match="acknowledged writes are kept"):
         chk.on_ack("b", Entry(2, 2, data=b"y"))
+
+
+# --- public surface -----------------------------------------------------------
+
+
+def test_dcrond_testing_exports_exactly_its_public_names() -> None:
+    import types
+
+    import dcrond.testing as pkg
+
+    for name in pkg.__all__:
+        assert getattr(pkg, name) is not None, name
+    public = {
+        n
+        for n, v in vars(pkg).items()
+        if not n.startswith("_") and n != "annotations" and not isinstance(v, types.ModuleType)
+    }
+    assert public == set(pkg.__all__)

@@ -66,6 +66,7 @@ def test_sim1_a_joining_node_with_no_membership_never_elects_itself_alone() -> N
             join_empty=True,
             compact_every=1_000_000,  # n4 must get the log from index 1, not a snapshot
             script=((1.0, add_learner), (2.0, promote), (3.0, _isolate_leader), (6.0, _heal)),
+            replay="pytest tests/raft/test_sim_regressions.py -k sim1 -x",
         )
     )
     assert result.linearizability.ok
@@ -93,6 +94,7 @@ def test_sim2_a_follower_catches_up_after_its_whole_inflight_window_was_lost() -
             raft=Config(election_ticks=10, heartbeat_ticks=2, max_inflight=2),
             compact_every=1_000_000,  # no snapshot may paper over the lost batches
             script=((1.0, cut_leader_to_a_follower), (2.5, _heal)),
+            replay="pytest tests/raft/test_sim_regressions.py -k sim2 -x",
         )
     )
     assert cut, "the script did not run"
