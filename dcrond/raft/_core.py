@@ -133,7 +133,7 @@ class RaftCore(LeaderMixin, FollowerMixin):
             hard_state = HardState(1, None, len(entries))
         self._log = RaftLog(snap_index, snap_term, entries)
         if hard_state is not hs_durable:
-            self._log.sent = 0  # the bootstrap entries are not on disk yet
+            self._log.sent = self._log.persisted = 0  # the bootstrap entries are not on disk yet
         self._snapshot = snapshot  #: latest snapshot held, sent to lagging followers
         if snapshot is not None:
             base = snapshot.meta.conf
@@ -159,6 +159,7 @@ class RaftCore(LeaderMixin, FollowerMixin):
         self._votes: dict[NodeId, bool] = {}
         self._prs: dict[NodeId, Progress] = {}
         self._msgs: list[Message] = []
+        self._early: list[Message] = []
         self._read_states: list[ReadState] = []
         self._reads = ReadTracker()
         self._pending_snapshot: Snapshot | None = None  #: received, to hand to the driver
@@ -354,6 +355,7 @@ class RaftCore(LeaderMixin, FollowerMixin):
         self._flush()
         return bool(
             self._msgs
+            or self._early
             or self._log.has_unsent()
             or self._pending_snapshot is not None
             or self._commit > self._applying
@@ -369,7 +371,8 @@ class RaftCore(LeaderMixin, FollowerMixin):
         """
         self._flush()
         hs = HardState(self._term, self._vote, self._commit)
-        hard_state = None if hs == self._hs_sent else hs
+        before = self._hs_sent
+        hard_state = None if hs == before else hs
         self._hs_sent = hs
         snapshot = self._pending_snapshot
         self._pending_snapshot = None
@@ -378,8 +381,14 @@ class RaftCore(LeaderMixin, FollowerMixin):
         if self._commit > self._applying:
             committed = tuple(self._log.slice(self._applying + 1, self._commit))
             self._applying = self._commit
+        early = tuple(self._early)
+        self._early.clear()
         msgs = tuple(self._msgs)
         self._msgs.clear()
+        if early and (hs.term != before.term or hs.vote != before.vote):
+            # Never ahead of a term or vote that is not durable yet: a node that
+            # crashed now could lead this term again and send other entries.
+            msgs, early = early + msgs, ()
         reads = tuple(self._read_states)
         self._read_states.clear()
         return Ready(
@@ -391,12 +400,21 @@ class RaftCore(LeaderMixin, FollowerMixin):
             read_states=reads,
             role=self._role,
             leader=self._leader,
+            early_messages=early,
         )
 
     def advance(self, ready: Ready) -> None:
-        """The driver carried out ``ready``: note what is now applied."""
-        if ready.snapshot is not None and ready.snapshot.meta.index > self._applied:
-            self._applied = ready.snapshot.meta.index
+        """The driver carried out ``ready``: note what is now durable and applied."""
+        log = self._log
+        if ready.snapshot is not None:
+            index = ready.snapshot.meta.index
+            self._applied = max(self._applied, index)
+            if log.snap_index == index and log.persisted < index:
+                log.persisted = index
+        if ready.entries:
+            log.mark_persisted(ready.entries)
+            if self._cfg.send_appends_early:
+                self._maybe_commit()  # our own copy now counts
         if ready.committed and ready.committed[-1].index > self._applied:
             self._applied = ready.committed[-1].index
 

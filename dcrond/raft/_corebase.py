@@ -49,6 +49,7 @@ class CoreBase:
         "_cfg",
         "_commit",
         "_confs",
+        "_early",
         "_elapsed",
         "_hb_elapsed",
         "_hs_sent",
@@ -95,6 +96,7 @@ class CoreBase:
     _votes: dict[NodeId, bool]
     _prs: dict[NodeId, Progress]  #: leader only: every other member's progress
     _msgs: list[Message]
+    _early: list[Message]  #: leader traffic that may be sent before persisting
     _read_states: list[ReadState]
     _reads: ReadTracker
     _pending_snapshot: Snapshot | None  #: received and installed, to hand to the driver
@@ -152,6 +154,13 @@ class CoreBase:
     def _send(self, msg: Message) -> None:
         self._msgs.append(msg)
 
+    def _send_early(self, msg: Message) -> None:
+        """Leader replication traffic: may leave before this node's own fsync."""
+        if self._cfg.send_appends_early:
+            self._early.append(msg)
+        else:
+            self._msgs.append(msg)
+
     def _on_conf_changed(self) -> None:
         """The membership in force changed (appended, cut off, or from a snapshot)."""
         conf = self._confs.current
@@ -178,10 +187,13 @@ class CoreBase:
         voters = self._confs.current.voters
         if not voters:
             return
-        last = self._log.last_index
+        # Sending before persisting, a leader may count itself only up to what it
+        # holds durably; otherwise every follower's ack comes after that anyway.
+        log = self._log
+        mine = log.persisted if self._cfg.send_appends_early else log.last_index
         prs = self._prs
         matches = sorted(
-            (last if v == self._id else (prs[v].match if v in prs else 0) for v in voters),
+            (mine if v == self._id else (prs[v].match if v in prs else 0) for v in voters),
             reverse=True,
         )
         n = matches[len(voters) // 2]
@@ -215,7 +227,9 @@ class CoreBase:
             prev, prev_term = 0, 0
         commit = min(self._commit, pr.match)
         pr.sent_commit = max(pr.sent_commit, commit)
-        self._send(AppendEntries(self._id, node, self._term, prev, prev_term, (), commit, ctx))
+        self._send_early(
+            AppendEntries(self._id, node, self._term, prev, prev_term, (), commit, ctx)
+        )
 
     def _leader_read(self, request_id: bytes, frm: NodeId | None) -> None:
         if self._commit < self._term_start:

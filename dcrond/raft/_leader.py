@@ -143,7 +143,9 @@ class LeaderMixin(CoreBase):
         commit = self._commit
         known = min(commit, prev + len(entries))
         pr.sent_commit = max(pr.sent_commit, known)
-        self._send(AppendEntries(self._id, node, self._term, prev, prev_term, entries, commit))
+        self._send_early(
+            AppendEntries(self._id, node, self._term, prev, prev_term, entries, commit)
+        )
         return True
 
     def _on_append_response(self, msg: AppendResponse) -> None:
@@ -201,7 +203,7 @@ class LeaderMixin(CoreBase):
         chunk = snap.data[off : off + size]
         done = off + len(chunk) >= len(snap.data)
         pr.snap_wait = 0
-        self._send(InstallSnapshot(self._id, node, self._term, snap.meta, off, chunk, done))
+        self._send_early(InstallSnapshot(self._id, node, self._term, snap.meta, off, chunk, done))
 
     def _on_snapshot_response(self, msg: SnapshotResponse) -> None:
         if self._role is not Role.LEADER:

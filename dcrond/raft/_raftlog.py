@@ -9,8 +9,9 @@ term (the snapshot's), which is all that log matching needs; anything below it
 is gone. A fresh log has the point (0, 0), the empty log's sentinel.
 
 ``sent`` marks how far the entries were handed to the driver in a ``Ready``
-(the driver persists them in that order); entries after it are *unsent*. When
-a conflicting suffix is cut off, ``sent`` moves back, so the next ``Ready``
+(the driver persists them in that order); entries after it are *unsent*.
+``persisted`` marks how far the driver confirmed them durable (``advance``).
+When a conflicting suffix is cut off, both move back, so the next ``Ready``
 carries the replacement entries (storage replaces everything from the first
 one on).
 
@@ -31,7 +32,7 @@ from dcrond.raft._types import Entry
 class RaftLog:
     """Entries after a snapshot point, and how far they were handed to the driver."""
 
-    __slots__ = ("_entries", "sent", "snap_index", "snap_term")
+    __slots__ = ("_entries", "persisted", "sent", "snap_index", "snap_term")
 
     def __init__(self, snap_index: int, snap_term: int, entries: Sequence[Entry]) -> None:
         self.snap_index = snap_index
@@ -48,6 +49,7 @@ class RaftLog:
             self._entries.append(e)
             expected += 1
         self.sent = self.last_index  # what we were given is already durable
+        self.persisted = self.last_index
 
     # --- reading ------------------------------------------------------------
 
@@ -154,6 +156,8 @@ class RaftLog:
         del self._entries[off:]
         if self.sent >= index:
             self.sent = index - 1
+        if self.persisted >= index:
+            self.persisted = index - 1
 
     def extend(self, entries: Sequence[Entry]) -> None:
         """Append entries that follow the last one (after a ``truncate_from``)."""
@@ -183,4 +187,12 @@ class RaftLog:
         self.snap_index = index
         self.snap_term = term
         self.sent = index
+        self.persisted = min(self.persisted, index)
         return False
+
+    def mark_persisted(self, entries: Sequence[Entry]) -> None:
+        """The driver made ``entries`` durable (those still in the log count)."""
+        for e in reversed(entries):
+            if self.term_at(e.index) == e.term:
+                self.persisted = max(self.persisted, e.index)
+                return

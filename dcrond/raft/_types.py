@@ -298,6 +298,11 @@ class ReadState:
 class Ready:
     """Everything the driver must do after the core changed, in this order.
 
+    0. **Send** ``early_messages`` (they may go before step 1; empty unless
+       ``Config.send_appends_early`` is set: a leader's AppendEntries,
+       heartbeats and snapshot chunks, which stay safe if this node crashes
+       before persisting, because a leader counts itself towards commit only
+       up to what it has persisted).
     1. **Persist**, durably (fsync) and in one transaction:
        ``snapshot`` if set (it replaces every entry up to its index),
        then ``entries`` (an entry at an index already stored replaces it and
@@ -311,7 +316,7 @@ class Ready:
     4. Call ``core.advance(ready)``.
 
     A driver may send messages before persisting only where the core says
-    so; it never does today.
+    so: ``early_messages``.
     """
 
     hard_state: HardState | None = None
@@ -322,11 +327,13 @@ class Ready:
     read_states: tuple[ReadState, ...] = ()
     role: Role = Role.FOLLOWER
     leader: NodeId | None = None
+    early_messages: tuple[Message, ...] = ()
 
     def is_empty(self) -> bool:
         """True when there is nothing to persist, send or apply."""
         return not (
-            self.hard_state
+            self.early_messages
+            or self.hard_state
             or self.entries
             or self.snapshot
             or self.messages
@@ -352,3 +359,6 @@ class Config:
     snapshot_chunk_bytes: int = 1 << 20
     prevote: bool = True
     check_quorum: bool = True
+    #: put a leader's replication traffic in ``Ready.early_messages`` so the driver
+    #: can send it before its own fsync (the two fsyncs then overlap)
+    send_appends_early: bool = False

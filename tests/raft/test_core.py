@@ -142,17 +142,28 @@ class Net:
         if not core.has_ready():
             return None
         rd = core.ready()
+        self.send(node, rd.early_messages)
         disk = self.disks[node]
         disk.persist(rd)
         check_durable(disk, rd)
-        for m in rd.messages:
+        self.send(node, rd.messages)
+        disk.apply(rd)
+        core.advance(rd)
+        return rd
+
+    def crash_mid_ready(self, node: NodeId) -> None:
+        """Take a Ready, send its early messages, and crash before persisting it."""
+        core = self.cores[node]
+        if core.has_ready():
+            self.send(node, core.ready().early_messages)
+        self.restart(node)
+
+    def send(self, node: NodeId, msgs: Iterable[Message]) -> None:
+        for m in msgs:
             assert m.frm == node and m.to != node, "a node sent a message to itself"
             self.sent.append(m)
             if m.to in self.inbox and frozenset((m.frm, m.to)) not in self.cut:
                 self.inbox[m.to].append(m)
-        disk.apply(rd)
-        core.advance(rd)
-        return rd
 
     def deliver(self, node: NodeId) -> int:
         msgs, self.inbox[node] = self.inbox[node], []

@@ -516,3 +516,68 @@ def test_the_core_never_raises_on_messages_from_the_network(
         assert all(m.to != "b" for m in rd.messages)
         core.advance(rd)
     assert len(MESSAGE_TYPES) == 9
+
+
+# --- sending before persisting (Config.send_appends_early) -----------------------------
+
+EARLY = Config(election_ticks=5, heartbeat_ticks=1, send_appends_early=True)
+
+
+def test_early_mode_puts_leader_appends_before_the_persist_step() -> None:
+    net = Net(3, config=EARLY)
+    leader = net.elect("n1")
+    leader.propose(b"x")
+    rd = leader.ready()
+    assert rd.entries and not rd.messages
+    assert {type(m) for m in rd.early_messages} == {AppendEntries}
+    # followers' answers, whatever they are, wait for their own fsync
+    net.send("n1", rd.early_messages)
+    net.disks["n1"].persist(rd)
+    leader.advance(rd)
+    net.deliver("n2")
+    rd2 = net["n2"].ready()
+    assert rd2.early_messages == () and rd2.messages
+
+
+def test_early_mode_leader_counts_itself_only_once_persisted() -> None:
+    core = RaftCore("a", EARLY, random.Random(0), conf=ConfState(frozenset("a")))
+    core.campaign()
+    core.advance(core.ready())
+    core.advance(core.ready())  # the NOOP commits once persisted
+    index = core.propose(b"x")
+    rd = core.ready()
+    assert [e.index for e in rd.entries] == [index]
+    assert rd.committed == () and core.commit_index < index
+    core.advance(rd)
+    assert core.commit_index == index
+    assert [e.index for e in core.ready().committed] == [index]
+
+
+def test_early_mode_never_sends_ahead_of_an_unpersisted_term() -> None:
+    """A lone voter with a learner becomes leader in the very step that bumps its term."""
+    net = Net(1, learners=["l"], config=EARLY)
+    net["n1"].campaign()
+    rd = net.handle("n1")
+    assert rd is not None and rd.hard_state is not None and rd.hard_state.term == 2
+    assert rd.early_messages == ()
+    assert any(isinstance(m, AppendEntries) for m in rd.messages)
+    net.stabilize()
+    net["n1"].propose(b"x")
+    rd = net.handle("n1")
+    assert rd is not None and rd.early_messages  # the term is durable now: early again
+
+
+def test_early_mode_crash_before_fsync_loses_nothing_committed() -> None:
+    net = Net(3, config=EARLY)
+    net.elect("n1")
+    for k in range(3):
+        net["n1"].propose(b"%d" % k)
+    net.stabilize()
+    committed = net.applied_data("n2")
+    net["n1"].propose(b"lost-or-not")
+    net.crash_mid_ready("n1")  # its followers got the entry, its own disk did not
+    for _ in range(60):
+        net.tick_all()
+    applied = {n: net.applied_data(n) for n in net.cores}
+    assert len({tuple(v) for v in applied.values()}) == 1
+    assert applied["n1"][: len(committed)] == committed

@@ -49,6 +49,7 @@ OPS = (
     "cut",
     "heal",
     "crash",
+    "crash-mid-ready",
     "compact",
 )
 
@@ -121,6 +122,9 @@ def run_ops(net: Net, ops: list[tuple[str, int, int]], safety: Safety) -> None:
         elif op == "crash":
             # whatever the core did not hand out in a Ready is lost
             net.restart(node)
+        elif op == "crash-mid-ready":
+            # early messages went out, then the node died before its fsync
+            net.crash_mid_ready(node)
         elif op == "compact":
             core, disk = net[node], net.disks[node]
             index = disk.applied_index
@@ -162,9 +166,10 @@ op_strategy = st.tuples(st.sampled_from(OPS), st.integers(0, 7), st.integers(0, 
     ops=st.lists(op_strategy, min_size=80, max_size=300),
     inflight=st.integers(1, 4),
     prevote=st.booleans(),
+    early=st.booleans(),
 )
 def test_fuzzed_cluster_is_safe_and_converges(
-    n: int, seed: int, ops: list[tuple[str, int, int]], inflight: int, prevote: bool
+    *, n: int, seed: int, ops: list[tuple[str, int, int]], inflight: int, prevote: bool, early: bool
 ) -> None:
     config = Config(
         election_ticks=5,
@@ -173,6 +178,7 @@ def test_fuzzed_cluster_is_safe_and_converges(
         max_entries_bytes=8,
         snapshot_chunk_bytes=3,
         prevote=prevote,
+        send_appends_early=early,
     )
     net = Net(n, config=config, seed=seed)
     safety = Safety({}, {})
