@@ -586,7 +586,8 @@ class RaftCore(LeaderMixin, FollowerMixin):
             self._confs.append(index, data)
             self._on_conf_changed()
         self._need_bcast = True
-        self._maybe_commit()
+        if len(self._confs.current.voters) == 1:
+            self._maybe_commit()  # with more voters, a follower's ack is the bottleneck
         return index
 
     # --- reads ----------------------------------------------------------------
