@@ -42,7 +42,7 @@ class SimConfig:
     nodes: int = 3
     seconds: float = 60.0
     tick_us: int = 10_000
-    clients: int = 4
+    clients: int = 3
     keys: int = 3
     faults: bool = True
     liveness_seconds: float = 20.0
