@@ -33,7 +33,6 @@ command that replays it, and the last events.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import heapq
 import random
@@ -103,17 +102,14 @@ class Simulation(ReadyDriver):
         self.net = SimNetwork(random.Random(rng.getrandbits(64)))
         self._net_rng = random.Random(rng.getrandbits(64))
         self._core_rng = random.Random(rng.getrandbits(64))
-        tunables: dict[str, Any] = {
-            "election_ticks": 10,
-            "heartbeat_ticks": rng.choice((2, 3, 5)),
-            "max_inflight": rng.choice((1, 2, 4)),
-            "max_entries_bytes": rng.choice((64, 512, 1 << 20)),
-            "snapshot_chunk_bytes": rng.choice((64, 512, 1 << 20)),
-        }
-        early = rng.random() < 0.5
-        if "send_appends_early" in {f.name for f in dataclasses.fields(Config)}:
-            tunables["send_appends_early"] = early  # the core's PERF-1 option
-        self.raft_config = Config(**tunables)
+        self.raft_config = Config(
+            election_ticks=10,
+            heartbeat_ticks=rng.choice((2, 3, 5)),
+            max_inflight=rng.choice((1, 2, 4)),
+            max_entries_bytes=rng.choice((64, 512, 1 << 20)),
+            snapshot_chunk_bytes=rng.choice((64, 512, 1 << 20)),
+            send_appends_early=rng.random() < 0.5,
+        )
         self.compact_every = rng.choice((8, 30, 100, 400))
         if cfg.raft is not None:
             self.raft_config = cfg.raft

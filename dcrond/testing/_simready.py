@@ -104,8 +104,7 @@ class ReadyDriver:
             has_ready = False
             rd = core.ready()
             crash_at = node.crash_at
-            # (getattr: Ready.early_messages arrives with the core's PERF-1 change)
-            early: tuple[Message, ...] = getattr(rd, "early_messages", ())
+            early = rd.early_messages
             if early:
                 self._send_all(early)  # step 0: the core allows these before the fsync
             if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
