@@ -41,6 +41,7 @@ from dcrond.store._jobspec import (
     JobSpec,
     Script,
 )
+from dcrond.store._queries import JobSchedule
 from dcrond.store._results import Applied, Rejected, Result, unwrap
 from dcrond.store._runstate import (
     ATTEMPT_TRANSITIONS,
@@ -68,6 +69,7 @@ __all__ = [
     "CreateJob",
     "DeleteJob",
     "Event",
+    "JobSchedule",
     "JobSpec",
     "JobStore",
     "PauseJob",

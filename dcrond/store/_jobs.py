@@ -95,8 +95,19 @@ def create_job(db: apsw.Connection, cmd: CreateJob) -> dict[str, Any]:
     wire = spec.to_wire()
     blob = _pack(wire)
     db.execute(
-        "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (spec.name, version, spec.paused, blob, cmd.now, cmd.actor, cmd.now, cmd.actor),
+        "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            spec.name,
+            version,
+            spec.paused,
+            spec.schedule,
+            spec.timezone,
+            blob,
+            cmd.now,
+            cmd.actor,
+            cmd.now,
+            cmd.actor,
+        ),
     )
     _insert_version(
         db,
@@ -167,9 +178,18 @@ def _change(
     version += 1
     new_blob = _pack(new_wire)
     db.execute(
-        "UPDATE jobs SET version = ?, paused = ?, spec = ?, updated_at = ?, updated_by = ? "
-        "WHERE name = ?",
-        (version, new_spec.paused, new_blob, cmd.now, cmd.actor, cmd.name),
+        "UPDATE jobs SET version = ?, paused = ?, schedule = ?, timezone = ?, spec = ?, "
+        "updated_at = ?, updated_by = ? WHERE name = ?",
+        (
+            version,
+            new_spec.paused,
+            new_spec.schedule,
+            new_spec.timezone,
+            new_blob,
+            cmd.now,
+            cmd.actor,
+            cmd.name,
+        ),
     )
     _insert_version(
         db,

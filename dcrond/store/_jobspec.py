@@ -345,12 +345,19 @@ def check_change(name: object, value: object) -> None:
     probe.updated({name: value})
 
 
-def check_on_host(spec: JobSpec) -> None:
-    """Check what depends on this host: that the job's time zone exists in its tzdata.
+def check_on_host(spec: JobSpec, *, max_script_bytes: int | None = None) -> None:
+    """Check what depends on this host: the job's time zone in its tzdata, the script limit.
 
     The proposer calls this before proposing (replicas do not, so that hosts
-    with different tzdata cannot disagree on a committed command).
+    with different tzdata or configuration cannot disagree on a committed
+    command).
     """
+    script = spec.script
+    if max_script_bytes is not None and script is not None and script.size > max_script_bytes:
+        raise InvalidRequest(
+            f"script.size: {script.size} bytes is over this cluster's limit of "
+            f"{max_script_bytes} bytes (max_script_bytes in the configuration)"
+        )
     try:
         _schedule.parse(spec.schedule, spec.timezone)
     except InvalidRequest as exc:

@@ -7,7 +7,8 @@ a JSON object from ``_objects``.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, final
 
 import apsw
 import msgpack
@@ -52,15 +53,56 @@ def _job(row: tuple[Any, ...]) -> dict[str, Any]:
     )
 
 
-def list_jobs(db: apsw.Connection, *, paused: bool | None = None) -> list[dict[str, Any]]:
-    """Every job, by name; only paused (or only active) ones if ``paused`` is given."""
-    if paused is None:
-        rows = db.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY name")
-    else:
-        rows = db.execute(
-            f"SELECT {JOB_COLUMNS} FROM jobs WHERE paused = ? ORDER BY name", (paused,)
+def list_jobs(
+    db: apsw.Connection,
+    *,
+    paused: bool | None = None,
+    after: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Jobs by name: all, or a page of ``limit`` after the name ``after``; optionally by ``paused``.
+
+    Building the JSON costs ~10 us a job (msgpack and dicts), so pages suit
+    an API; the scheduler wants ``list_schedules``.
+    """
+    where: list[str] = []
+    args: list[object] = []
+    if paused is not None:
+        where.append("paused = ?")
+        args.append(paused)
+    if after is not None:
+        where.append("name > ?")
+        args.append(after)
+    sql = f"SELECT {JOB_COLUMNS} FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY name"
+    if limit is not None:
+        check_int("limit", limit, 1, 1 << 31, "a count of jobs")
+        sql += f" LIMIT {limit}"
+    return [_job(r) for r in db.execute(sql, tuple(args))]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class JobSchedule:
+    """What the scheduler's timer heap needs of a job (read from columns, without the spec)."""
+
+    name: str
+    version: int
+    schedule: str
+    timezone: str
+    paused: bool
+
+
+def list_schedules(db: apsw.Connection) -> list[JobSchedule]:
+    """Every job's name, version, schedule, zone and paused flag, by name (fast: ~1 us a job)."""
+    return [
+        JobSchedule(name, version, schedule, timezone, bool(paused))
+        for name, version, schedule, timezone, paused in db.execute(
+            "SELECT name, version, schedule, timezone, paused FROM jobs ORDER BY name"
         )
-    return [_job(r) for r in rows]
+    ]
 
 
 def _version(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -115,7 +157,8 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     """Runs, newest scheduled instant first, optionally of one job and/or in one state."""
     check_int("limit", limit, 1, MAX_RUN_LIMIT, "a count of runs")
-    where, args = [], []
+    where: list[str] = []
+    args: list[object] = []
     if job is not None:
         check_job_name("job", job)
         where.append("job = ?")

@@ -5,7 +5,7 @@ Tables (instants are integer milliseconds since the UNIX epoch, UTC):
 * ``meta`` -- one row: schema version, and the index and term of the last
   applied log entry, written in the same transaction as what it applied;
 * ``jobs`` -- one row per live job: its spec as canonical msgpack, plus the
-  columns listings need;
+  columns listings and the scheduler's timer heap need;
 * ``job_versions`` -- every create, update, pause, resume and delete of a
   job, with the full spec at that version and the fields that changed; kept
   when the job is deleted, so a job re-created under the same name goes on
@@ -39,6 +39,8 @@ CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     paused INTEGER NOT NULL,
+    schedule TEXT NOT NULL,
+    timezone TEXT NOT NULL,
     spec BLOB NOT NULL,
     created_at INTEGER NOT NULL,
     created_by TEXT NOT NULL,

@@ -54,6 +54,7 @@ from dcrond.store._commands import (
     decode,
 )
 from dcrond.store._jobspec import SPEC_FIELDS, JobSpec, check_on_host
+from dcrond.store._queries import JobSchedule
 from dcrond.store._results import Applied as _Applied
 from dcrond.store._results import (
     Rejected,
@@ -321,16 +322,17 @@ class JobStore:
 
     # --- before proposing -------------------------------------------------------
 
-    def precheck(self, cmd: Command) -> None:
-        """Refuse early, on the proposer, what apply would refuse, plus unknown time zones.
+    def precheck(self, cmd: Command, *, max_script_bytes: int | None = None) -> None:
+        """Refuse early, on the proposer, what apply would refuse, plus host-dependent checks.
 
-        Advisory (apply decides, on every replica), except for the time
-        zone: whether a zone exists depends on the host's tzdata, so it is
-        checked here only, never in apply. Raises InvalidRequest (NotFound,
-        AlreadyExists) with the message the user should see.
+        Advisory (apply decides, on every replica), except for what depends
+        on the host and so is checked here only, never in apply: whether the
+        job's time zone exists in this host's tzdata, and the configured
+        script size limit ``max_script_bytes``. Raises InvalidRequest
+        (NotFound, AlreadyExists) with the message the user should see.
         """
         if isinstance(cmd, CreateJob):
-            check_on_host(cmd.job)
+            check_on_host(cmd.job, max_script_bytes=max_script_bytes)
         db = self.db
         # A dry run of the executor, rolled back: the same verdict apply would give now.
         db.execute("SAVEPOINT precheck")
@@ -342,7 +344,8 @@ class JobStore:
             db.execute("ROLLBACK TO precheck")
             db.execute("RELEASE precheck")
         if isinstance(cmd, UpdateJob):
-            check_on_host(JobSpec.from_wire({k: v for k, v in value.items() if k in _SPEC}))
+            spec = JobSpec.from_wire({k: v for k, v in value.items() if k in _SPEC})
+            check_on_host(spec, max_script_bytes=max_script_bytes)
 
     # --- queries (see _queries) ---------------------------------------------------
 
@@ -350,9 +353,15 @@ class JobStore:
         """One job as JSON; NotFound if there is none."""
         return _queries.get_job(self.db, name)
 
-    def list_jobs(self, *, paused: bool | None = None) -> list[dict[str, Any]]:
-        """Every job as JSON, by name (only paused or active ones if ``paused`` is given)."""
-        return _queries.list_jobs(self.db, paused=paused)
+    def list_jobs(
+        self, *, paused: bool | None = None, after: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Jobs as JSON by name: all, or a page (``limit`` names after ``after``)."""
+        return _queries.list_jobs(self.db, paused=paused, after=after, limit=limit)
+
+    def list_schedules(self) -> list[JobSchedule]:
+        """What the scheduler's timer heap needs of every job, fast (no JSON)."""
+        return _queries.list_schedules(self.db)
 
     def history(self, name: str) -> list[dict[str, Any]]:
         """Every version of a job, oldest first; NotFound if the name was never used."""

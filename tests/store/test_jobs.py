@@ -184,6 +184,21 @@ def test_unknown_time_zone_is_refused_by_the_proposer(p: Proposer) -> None:
         p.store.precheck(cmd)
 
 
+def test_an_oversized_script_is_refused_by_the_proposer(p: Proposer) -> None:
+    big = CreateJob(
+        job=JobSpec(name="big", schedule="@daily", script=Script(SHA, 2_000_001)), **p.common()
+    )
+    with pytest.raises(InvalidRequest, match=r"script.size: 2000001 bytes is over .* 2000000"):
+        p.store.precheck(big, max_script_bytes=2_000_000)
+    p.store.precheck(big, max_script_bytes=2_000_001)
+    small = UpdateJob(name="big", changes={"script": {"sha256": SHA, "size": 9}}, **p.common())
+    p.ok(big)
+    p.store.precheck(small, max_script_bytes=10)
+    huge = UpdateJob(name="big", changes={"script": {"sha256": SHA, "size": 11}}, **p.common())
+    with pytest.raises(InvalidRequest, match=r"script\.size"):
+        p.store.precheck(huge, max_script_bytes=10)
+
+
 def test_precheck_gives_the_error_apply_would_give_and_changes_nothing(
     p: Proposer, store: JobStore
 ) -> None:
@@ -331,3 +346,24 @@ def test_a_job_others_run_after_cannot_be_deleted(p: Proposer, store: JobStore) 
         p.ok(DeleteJob(name="a", **p.common()))
     p.ok(UpdateJob(name="b", changes={"after": []}, **p.common()))
     p.ok(DeleteJob(name="a", **p.common()))
+
+
+def test_jobs_can_be_listed_in_pages_and_as_schedules(p: Proposer, store: JobStore) -> None:
+    for name in ("d", "a", "c", "b"):
+        p.create(name, schedule="*/5 * * * *", timezone="Europe/Berlin")
+    p.ok(PauseJob(name="c", **p.common()))
+    page = store.list_jobs(limit=2)
+    assert [j["name"] for j in page] == ["a", "b"]
+    assert [j["name"] for j in store.list_jobs(after="b", limit=2)] == ["c", "d"]
+    assert [j["name"] for j in store.list_jobs(after="b", paused=False)] == ["d"]
+    schedules = store.list_schedules()
+    assert [(s.name, s.version, s.paused) for s in schedules] == [
+        ("a", 1, False),
+        ("b", 1, False),
+        ("c", 2, True),
+        ("d", 1, False),
+    ]
+    assert {(s.schedule, s.timezone) for s in schedules} == {("*/5 * * * *", "Europe/Berlin")}
+    p.ok(UpdateJob(name="a", changes={"schedule": "@daily", "timezone": "UTC"}, **p.common()))
+    assert store.list_schedules()[0].schedule == "@daily"
+    assert store.list_schedules()[0].timezone == "UTC"

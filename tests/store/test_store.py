@@ -340,3 +340,10 @@ def test_the_public_surface_is_what_all_says() -> None:
     for name in dcrond.store.__all__:
         assert hasattr(dcrond.store, name), name
     assert "JobStore" in dcrond.store.__all__
+
+
+def test_the_store_is_what_the_raft_driver_applies_to(store: JobStore) -> None:
+    from dcrond.raft._node import StateMachine
+
+    machine: StateMachine = store  # checked by mypy; the driver needs nothing else
+    assert machine.applied_index == 0
