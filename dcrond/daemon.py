@@ -136,7 +136,7 @@ async def serve(config: Config) -> None:
         transport,
         AppliedIndex(),
         bootstrap=ConfState(voters=frozenset([name])),
-        config=RaftCoreConfig(election_ticks=config.raft.election_ticks),
+        config=RaftCoreConfig(election_ticks=config.raft.election_ticks, send_appends_early=True),
         rng=random.Random(),
         tick_seconds=config.raft.tick_ms / 1000,
         snapshot_entries=config.raft.snapshot_entries,
@@ -147,7 +147,7 @@ async def serve(config: Config) -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run)
                 if node.core.conf.voters == {name}:
-                    node.campaign()
+                    await node.campaign()
                 host, port = parse_address(config.api.listen, "api.listen")
                 bound = await nursery.start(server.serve_tcp, host, port)
                 log.info(

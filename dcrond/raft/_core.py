@@ -147,7 +147,9 @@ class RaftCore(LeaderMixin, FollowerMixin):
                 self._confs.append(e.index, e.data)
         self._term = hard_state.term
         self._vote = hard_state.vote
-        self._commit = min(max(hard_state.commit, snap_index), self._log.last_index)
+        # An applied entry was committed even if the commit index (written
+        # without an fsync, Ready.must_sync) did not survive a power failure.
+        self._commit = min(max(hard_state.commit, snap_index, applied), self._log.last_index)
         self._applied = min(max(applied, snap_index), self._commit)
         self._applying = self._applied  #: last index handed out in Ready.committed
         self._hs_sent = hs_durable
@@ -401,6 +403,9 @@ class RaftCore(LeaderMixin, FollowerMixin):
             role=self._role,
             leader=self._leader,
             early_messages=early,
+            must_sync=bool(
+                entries or snapshot is not None or hs.term != before.term or hs.vote != before.vote
+            ),
         )
 
     def advance(self, ready: Ready) -> None:

@@ -7,12 +7,21 @@ The core (``_core.py``) never does I/O. This driver owns everything that does:
 * a **tick task** calls ``core.tick()`` every ``tick_seconds`` on trio's clock;
 * a **receive task** feeds every message from the transport to ``core.step``;
 * callers (``propose``, ``read_barrier``, ``change_membership``…) call into the
-  core directly — trio runs one task at a time, so no lock is needed;
+  core;
 * every one of those marks the node *dirty*; the **ready task** wakes, yields
   once so that everything else that is runnable gets to add its input (this is
   what batches 64 concurrent proposals into one fsync), then drains
-  ``core.ready()`` in the order its docstring states: persist (one SQLite
-  transaction, fsync'd), send, apply, advance.
+  ``core.ready()`` in the order its docstring states: send the early messages,
+  persist (one SQLite transaction, fsync'd), send, apply, advance.
+
+The fsync runs in a worker thread (when the storage syncs at all), so that
+while the leader's own disk write is in progress the transport tasks put its
+AppendEntries on the wire and the followers write theirs: the two fsyncs
+overlap instead of adding up (``Config.send_appends_early``). The core is not
+thread-safe and its contract is one Ready at a time, so every task that
+touches the core holds ``_core_lock``; input that arrives during an fsync
+waits in the transport's channel and in the lock's queue, and is handled — in
+one batch — right after.
 
 A proposal is answered when its entry is *applied*, with the state machine's
 result; if another entry won that index (leadership changed), the proposer is
@@ -153,6 +162,8 @@ class RaftNode:
         self._entries = 0
         self._snapshots = 0
         self._closed = False
+        self._core_lock = trio.Lock()
+        self._persist_in_thread = storage.statistics().sync
 
     # --- running --------------------------------------------------------------
 
@@ -175,21 +186,23 @@ class RaftNode:
         while True:
             next_tick += self.tick_seconds
             await trio.sleep_until(next_tick)
-            self.core.tick()
+            async with self._core_lock:
+                self.core.tick()
             self._dirty.set()
 
     async def _receive_loop(self) -> None:
         channel = self.transport.receive_channel
         step = self.core.step
         async for msg in channel:
-            step(msg)
-            # Drain whatever else already arrived before handing control back.
-            while True:
-                try:
-                    more: Message = channel.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                step(more)
+            async with self._core_lock:
+                step(msg)
+                # Drain whatever else already arrived before handing control back.
+                while True:
+                    try:
+                        more: Message = channel.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    step(more)
             self._dirty.set()
 
     async def _ready_loop(self) -> None:
@@ -199,26 +212,54 @@ class RaftNode:
             # Let every other runnable task add its input first: this is the
             # batching point (one fsync for everything queued right now).
             await trio.lowlevel.cancel_shielded_checkpoint()
-            self._process_ready()
+            async with self._core_lock:
+                await self._handle_readies()
+
+    async def _handle_readies(self) -> None:
+        # Shielded: once a Ready is taken it must be carried out to the end
+        # (a half-handled Ready would leave the core and the disk disagreeing).
+        with trio.CancelScope(shield=True):
+            core = self.core
+            send = self.transport.send_nowait
+            while core.has_ready():
+                rd = core.ready()
+                self._readies += 1
+                for msg in rd.early_messages:
+                    send(msg)
+                if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+                    if self._persist_in_thread and rd.must_sync:
+                        await trio.to_thread.run_sync(self._persist, rd)
+                    else:
+                        self._persist(rd)
+                for msg in rd.messages:
+                    send(msg)
+                self._apply(rd)
+                core.advance(rd)
+            self._maybe_snapshot()
+        self._changed.set()
+        self._changed = trio.Event()
 
     def _process_ready(self) -> None:
+        # Start-up only (no other task runs yet): persist on this thread.
         core = self.core
         while core.has_ready():
             rd = core.ready()
             self._readies += 1
+            for msg in rd.early_messages:
+                self.transport.send_nowait(msg)
             self._persist(rd)
             for msg in rd.messages:
                 self.transport.send_nowait(msg)
             self._apply(rd)
             core.advance(rd)
         self._maybe_snapshot()
-        self._changed.set()
-        self._changed = trio.Event()
 
     def _persist(self, rd: Ready) -> None:
         if rd.snapshot is None and not rd.entries and rd.hard_state is None:
             return
-        self.storage.save(hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot)
+        self.storage.save(
+            hard_state=rd.hard_state, entries=rd.entries, snapshot=rd.snapshot, sync=rd.must_sync
+        )
         self._batches += 1
         self._entries += len(rd.entries)
 
@@ -298,13 +339,15 @@ class RaftNode:
         outcome is then unknown: retry with the same session and sequence).
         """
         self._check_open()
-        index = self.core.propose(data)
+        async with self._core_lock:
+            index = self.core.propose(data)
         return await self._wait_applied(index, timeout)
 
     async def change_membership(self, change: ConfChange, *, timeout: float = 10.0) -> None:
         """Propose one membership change and wait until it is applied here."""
         self._check_open()
-        index = self.core.propose_conf_change(change)
+        async with self._core_lock:
+            index = self.core.propose_conf_change(change)
         await self._wait_applied(index, timeout)
 
     async def _wait_applied(self, index: int, timeout: float) -> object:
@@ -331,7 +374,8 @@ class RaftNode:
         event = trio.Event()
         self._read_events[rid] = event
         try:
-            self.core.read_index(rid)
+            async with self._core_lock:
+                self.core.read_index(rid)
             self._dirty.set()
             with trio.move_on_after(timeout):
                 await event.wait()
@@ -353,7 +397,8 @@ class RaftNode:
     async def transfer_leadership(self, to: NodeId, *, timeout: float = 5.0) -> None:
         """Hand leadership to ``to`` and wait until some other node leads."""
         self._check_open()
-        self.core.transfer_leadership(to)
+        async with self._core_lock:
+            self.core.transfer_leadership(to)
         self._dirty.set()
         with trio.fail_after(timeout):
             while self.core.role == Role.LEADER:
@@ -368,9 +413,10 @@ class RaftNode:
         assert leader is not None
         return leader
 
-    def campaign(self) -> None:
+    async def campaign(self) -> None:
         """Start an election now (bootstrap of a one-node cluster, tests)."""
-        self.core.campaign()
+        async with self._core_lock:
+            self.core.campaign()
         self._dirty.set()
 
     def statistics(self) -> NodeStatistics:

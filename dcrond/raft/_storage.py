@@ -296,8 +296,13 @@ class LogStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None,
+        sync: bool = True,
     ) -> None:
         """Persist a Ready's snapshot, then entries, then hard state: one durable transaction.
+
+        ``sync=False`` (for a Ready whose ``must_sync`` is False) skips this
+        transaction's fsync; the next synced one makes it durable too (the WAL
+        is written in order).
 
         The snapshot replaces every entry up to its index; the entries after it
         are kept only if the stored entry at its index has the snapshot's term
@@ -312,7 +317,14 @@ class LogStorage:
             return
         conn = self._writer()
         plan = plan_save(self._shape, hard_state, entries, snapshot, self._lookup)
-        self._write(conn, plan, hard_state, entries, snapshot)
+        if sync or not self._sync:
+            self._write(conn, plan, hard_state, entries, snapshot)
+        else:
+            conn.pragma("synchronous", "NORMAL")
+            try:
+                self._write(conn, plan, hard_state, entries, snapshot, synced=False)
+            finally:
+                conn.pragma("synchronous", "FULL")
         self._save_count += 1
 
     def compact(self, snapshot: Snapshot) -> None:
@@ -432,6 +444,8 @@ class LogStorage:
         hard_state: HardState | None,
         entries: Sequence[Entry],
         snapshot: Snapshot | None,
+        *,
+        synced: bool = True,
     ) -> None:
         count, size = self._count, self._bytes
         truncated = False
@@ -482,7 +496,7 @@ class LogStorage:
                 conn.execute("ROLLBACK")
             raise
         self._save_seconds += time.perf_counter() - started
-        if self._sync:
+        if self._sync and synced:
             self._fsyncs += 1
         self._count, self._bytes = count, size
         self._truncations += truncated

@@ -315,6 +315,11 @@ class Ready:
        ``committed``.
     4. Call ``core.advance(ready)``.
 
+    ``must_sync`` False means the persist step holds nothing but a new commit
+    index: it may be written without an fsync (a commit index lost in a power
+    failure is learnt again from the leader, and an applied state machine
+    proves its own entries committed), as etcd's ``MustSync`` does.
+
     A driver may send messages before persisting only where the core says
     so: ``early_messages``.
     """
@@ -328,6 +333,7 @@ class Ready:
     role: Role = Role.FOLLOWER
     leader: NodeId | None = None
     early_messages: tuple[Message, ...] = ()
+    must_sync: bool = False  #: the persist step needs an fsync (see above)
 
     def is_empty(self) -> bool:
         """True when there is nothing to persist, send or apply."""

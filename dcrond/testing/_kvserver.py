@@ -101,7 +101,9 @@ async def serve(args: argparse.Namespace) -> None:
         transport,
         kv,
         bootstrap=ConfState(voters=frozenset([args.id, *peers])),
-        config=Config(election_ticks=args.election_ticks, heartbeat_ticks=1),
+        config=Config(
+            election_ticks=args.election_ticks, heartbeat_ticks=1, send_appends_early=True
+        ),
         rng=random.Random(),
         tick_seconds=args.tick,
         snapshot_entries=args.snapshot_entries,

@@ -44,6 +44,7 @@ class SimDisk:
     __slots__ = (
         "_log",
         "_pending",
+        "_unsynced_hs",
         "applied",
         "bootstrap_conf",
         "hard_state",
@@ -59,6 +60,7 @@ class SimDisk:
         self._log: list[Entry] = []
         self.applied = 0  #: the state machine's durable applied index
         self._pending: _Pending | None = None
+        self._unsynced_hs: HardState | None = None
         self.syncs = 0
 
     # --- reading ----------------------------------------------------------
@@ -119,6 +121,14 @@ class SimDisk:
         """Stage a Ready's persist step; nothing is durable until ``sync``."""
         self._pending = _Pending(snapshot, entries, hard_state)
 
+    def write_unsynced(self, hard_state: HardState) -> None:
+        """Write a new commit index without an fsync (a Ready whose ``must_sync`` is False).
+
+        It becomes durable with the next ``sync`` (as SQLite's WAL is written
+        in order) and is lost by a crash before that.
+        """
+        self._unsynced_hs = hard_state
+
     def sync(self) -> None:
         """Make the staged write durable, atomically.
 
@@ -127,6 +137,9 @@ class SimDisk:
         """
         p = self._pending
         self._pending = None
+        if self._unsynced_hs is not None:
+            self.hard_state = self._unsynced_hs
+            self._unsynced_hs = None
         if p is None:
             return
         self.syncs += 1
@@ -140,6 +153,7 @@ class SimDisk:
     def crash(self) -> None:
         """Lose whatever was written but not synced."""
         self._pending = None
+        self._unsynced_hs = None
 
     def _install(self, snap: Snapshot) -> None:
         """A snapshot replaces every entry up to its index (as ``LogStorage.save`` does).

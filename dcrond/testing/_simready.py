@@ -107,7 +107,9 @@ class ReadyDriver:
             early = rd.early_messages
             if early:
                 self._send_all(early)  # step 0: the core allows these before the fsync
-            if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            if not rd.must_sync and rd.hard_state is not None:
+                disk.write_unsynced(rd.hard_state)  # only a new commit index
+            elif rd.hard_state is not None or rd.entries or rd.snapshot is not None:
                 checker.before_persist(nid, disk, rd)
                 disk.write(rd.snapshot, rd.entries, rd.hard_state)
                 if crash_at == CRASH_AFTER_WRITE:

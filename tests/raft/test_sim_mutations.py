@@ -93,6 +93,7 @@ def test_a_disk_that_acknowledges_before_it_syncs_loses_committed_entries(
             "state machine safety",
             "committed entries",
             "apply in order",  # the state machine is ahead of the log it forgot
+            "but the durable log holds only",  # found at the restart instead
         )
     ), msg.splitlines()[0]
 

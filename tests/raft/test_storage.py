@@ -170,6 +170,18 @@ def test_a_batch_is_one_transaction_and_one_fsync(path: Path) -> None:
         assert (log.statistics().fsyncs, log.statistics().sync) == (0, False)
 
 
+def test_a_commit_only_save_may_skip_its_fsync_and_is_still_stored(path: Path) -> None:
+    with LogStorage.open(path) as log:
+        log.save(hard_state=HardState(1, "n1", 0), entries=ents(1, 3, 1), snapshot=None)
+        log.save(hard_state=HardState(1, "n1", 3), entries=(), snapshot=None, sync=False)
+        assert log.statistics().fsyncs == 1
+        log.save(hard_state=None, entries=ents(4, 4, 1), snapshot=None)  # synced again
+        assert log.statistics().fsyncs == 2
+    with LogStorage.open(path) as log:
+        loaded = log.load()
+    assert (loaded.hard_state, len(loaded.entries)) == (HardState(1, "n1", 3), 4)
+
+
 # --- what save refuses -----------------------------------------------------------------
 
 Refused = Callable[[LogStorage], None]
