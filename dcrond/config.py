@@ -72,6 +72,34 @@ class ClusterConfig:
 
 @final
 @dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """[storage]: where scripts and run logs are kept (any fsspec URL)."""
+
+    url: str = ""  #: empty: file://<data_dir>/objects
+    cache_dir: str = ""  #: empty: <data_dir>/cache (scripts by sha256)
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    """[runner]: how this host runs attempts."""
+
+    slots: int = 16  #: attempts this host runs at once
+    output_cap_bytes: int = 16 * 1024 * 1024  #: spooled output kept per attempt
+    kill_grace_s: float = 10.0  #: SIGTERM to SIGKILL on timeout or kill
+    default_user: str = ""  #: user for jobs without --user when dcrond runs as root
+
+
+@dataclass(frozen=True, slots=True)
+class JobsConfig:
+    """[jobs]: limits and defaults applied to every job."""
+
+    max_script_bytes: int = 1024 * 1024
+    keep_runs: int = 100  #: runs (and logs) kept per job; 0 keeps all
+    keep_days: int = 30  #: runs older than this are pruned; 0 keeps all
+    catch_up_cap: int = 10  #: most missed instants one "all" catch-up replays
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -79,6 +107,9 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     raft: RaftConfig = field(default_factory=RaftConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     source: str = "defaults"
 
     @property
@@ -86,12 +117,25 @@ class Config:
         """The data folder, resolved."""
         return Path(self.node.data_dir) if self.node.data_dir else default_data_dir()
 
+    @property
+    def storage_url(self) -> str:
+        """The object store's URL, resolved (a local folder in the data dir by default)."""
+        return self.storage.url or (self.data_path / "objects").resolve().as_uri()
+
+    @property
+    def cache_path(self) -> Path:
+        """Where fetched scripts are cached by sha256."""
+        return Path(self.storage.cache_dir) if self.storage.cache_dir else self.data_path / "cache"
+
 
 _SECTIONS: dict[str, type[Any]] = {
     "node": NodeConfig,
     "api": ApiConfig,
     "raft": RaftConfig,
     "cluster": ClusterConfig,
+    "storage": StorageConfig,
+    "runner": RunnerConfig,
+    "jobs": JobsConfig,
 }
 
 
@@ -108,10 +152,13 @@ def _section(name: str, cls: type[Any], raw: object) -> Any:
         raise ConfigError(f"{name}: expected a table, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
-    for key, value in raw.items():
+    for key, given in raw.items():
+        value = given
         if key not in fields:
             raise ConfigError(f"{name}.{key}: unknown key")
         default = getattr(cls(), key)
+        if type(default) is float and type(value) is int:
+            value = float(value)  # TOML's 10 for a float key
         if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
             value, type(default)
         ):

@@ -65,3 +65,17 @@ def test_daemon_exits_78_on_an_unknown_key(tmp_path: Path) -> None:
     )
     assert proc.returncode == 78
     assert "node.nmae: unknown key" in proc.stderr
+
+
+def test_the_example_file_loads_and_shows_every_key_at_its_default(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "dcrond.toml.example"
+    loaded = load_config(example)
+    defaults = Config()
+    for section in ("node", "api", "raft", "cluster", "storage", "runner", "jobs"):
+        for f in dataclasses.fields(getattr(defaults, section)):
+            if section == "node":
+                continue  # commented out: the defaults depend on the host
+            assert f"\n{f.name} = " in example.read_text(), f"{section}.{f.name} undocumented"
+            assert getattr(getattr(loaded, section), f.name) == getattr(
+                getattr(defaults, section), f.name
+            ), f"{section}.{f.name} differs from its default"
