@@ -413,6 +413,10 @@ class RaftNode:
         assert leader is not None
         return leader
 
+    async def wait_changed(self) -> None:
+        """Return after the next round of Ready handling (role, term, commit may have moved)."""
+        await self._changed.wait()
+
     async def campaign(self) -> None:
         """Start an election now (bootstrap of a one-node cluster, tests)."""
         async with self._core_lock:

@@ -1,0 +1,187 @@
+"""One node's handle on the replicated job table: propose commands, read the local copy.
+
+Theory of operation
+-------------------
+Every change to jobs and runs is a ``dcrond.store`` command that goes through
+the Raft log; every node applies the same commands in the same order to its
+own ``JobStore``. ``Replica`` is the one place that turns a command into a
+log entry and waits for its result, so the RPC handlers, the scheduler and
+the runner share one write path.
+
+* **Times travel inside commands**: ``now_ms()`` reads this host's wall clock
+  *before* proposing; ``apply`` never reads a clock.
+* **Exactly-once proposals**: each ``Replica`` has its own client session (a
+  random id per process) and numbers its requests. A proposal whose outcome
+  is unknown (a timeout) is retried with the *same* session and number, and
+  the store answers a retry with the first answer instead of applying it
+  twice. ``acked`` tells the store which answers it may forget: everything
+  below the oldest request still outstanding.
+* **Watching the table**: the engine (scheduler and runner) must react to
+  applied commands — a new job, a run assigned to this host. ``watch``
+  registers a callback that runs right after each command is applied, on
+  every node, with the command and its result; a snapshot restore (the table
+  replaced wholesale) calls it with ``None`` so the watcher reloads.
+  Callbacks run inside the Raft driver's apply step: they must be quick and
+  must not block (start a task or set an event instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import final
+
+from dcrond.errors import Unavailable
+from dcrond.raft._node import RaftNode
+from dcrond.raft._types import Entry, EntryKind, Role
+from dcrond.store import Applied, Command, JobStore, Rejected, Result, decode
+
+log = logging.getLogger("dcrond.replica")
+
+#: ``watch`` callback: the applied command and its result, or (None, None) after a restore
+Watcher = Callable[[Command | None, Result | None], None]
+
+
+@final
+class ReplicatedTable:
+    """The Raft state machine: the job table plus the watchers of what is applied."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.watchers: list[Watcher] = []
+
+    def apply(self, entry: Entry) -> object:
+        result = self.store.apply(entry)
+        if self.watchers and entry.kind == EntryKind.NORMAL and isinstance(result, Applied):
+            cmd = decode(entry.data)
+            for watcher in self.watchers:
+                try:
+                    watcher(cmd, result)
+                except Exception:  # a watcher's bug must not stop the log
+                    log.exception("watcher failed on %s", type(cmd).__name__)
+        return result
+
+    def snapshot(self) -> bytes:
+        return self.store.snapshot()
+
+    def restore(self, data: bytes, index: int) -> None:
+        self.store.restore(data, index)
+        for watcher in self.watchers:
+            try:
+                watcher(None, None)
+            except Exception:
+                log.exception("watcher failed on restore")
+
+    @property
+    def applied_index(self) -> int:
+        return self.store.applied_index
+
+
+@final
+class Replica:
+    """Propose commands to the log and read this node's copy of the job table."""
+
+    def __init__(
+        self,
+        node: RaftNode,
+        table: ReplicatedTable,
+        *,
+        name: str,
+        wall_clock: Callable[[], float] = time.time,
+        propose_timeout: float = 10.0,
+    ) -> None:
+        self.node = node
+        self.table = table
+        self.name = name
+        self._wall_clock = wall_clock
+        self._timeout = propose_timeout
+        self.session = f"{name}/{os.urandom(6).hex()}"
+        self._seq = 0
+        self._outstanding: set[int] = set()
+
+    @property
+    def store(self) -> JobStore:
+        """This node's copy of the job table (read it; never write it directly)."""
+        return self.table.store
+
+    def now_ms(self) -> int:
+        """This host's wall clock in integer milliseconds (what commands carry)."""
+        return int(self._wall_clock() * 1000)
+
+    def next_request(self) -> tuple[str, int, int]:
+        """A new (session, seq, acked) for a command; pass them to the command's constructor."""
+        self._seq += 1
+        seq = self._seq
+        acked = (min(self._outstanding) if self._outstanding else seq) - 1
+        self._outstanding.add(seq)
+        return self.session, seq, acked
+
+    def stamp(self, actor: str) -> dict[str, object]:
+        """The common command fields: ``Cmd(**replica.stamp(actor), ...)``."""
+        session, seq, acked = self.next_request()
+        return {
+            "now": self.now_ms(),
+            "actor": actor,
+            "session": session,
+            "seq": seq,
+            "acked": acked,
+        }
+
+    async def propose(self, cmd: Command, *, attempts: int = 3) -> Result:
+        """Commit ``cmd`` and return the store's result (``unwrap`` it for the user).
+
+        A timeout is retried with the same request number (applied once at
+        most); NotLeader is raised at once (the caller may forward it).
+        """
+        data = cmd.encode()
+        try:
+            for attempt in range(attempts):
+                try:
+                    result = await self.node.propose(data, timeout=self._timeout)
+                except Unavailable:
+                    if attempt == attempts - 1:
+                        raise
+                    log.warning("request %s/%d timed out; retrying", cmd.session, cmd.seq)
+                    continue
+                if result is None:  # re-delivered entry: the answer is unknown here
+                    raise Unavailable(f"request {cmd.seq}: outcome unknown; retry")
+                if not isinstance(result, Applied | Rejected):
+                    raise TypeError(f"the state machine answered {result!r}")
+                return result
+            raise Unavailable("unreachable")  # pragma: no cover
+        finally:
+            if cmd.session == self.session:
+                self._outstanding.discard(cmd.seq)
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher`` after every applied command on this node (see module doc)."""
+        self.table.watchers.append(watcher)
+
+    def is_leader(self) -> bool:
+        """True while this node leads the log (and so runs the scheduler)."""
+        return self.node.core.role == Role.LEADER
+
+    @property
+    def leader(self) -> str | None:
+        """The leader this node knows of, if any."""
+        return self.node.core.leader
+
+    @property
+    def term(self) -> int:
+        """The current Raft term (a new term means a new leader)."""
+        return self.node.core.term
+
+    async def wait_role_change(self) -> None:
+        """Return after the next round of Raft processing that changed role or term."""
+        role, term = self.node.core.role, self.node.core.term
+        while (self.node.core.role, self.node.core.term) == (role, term):
+            await self.node.wait_changed()
+
+    async def read_barrier(self) -> None:
+        """Wait until this node's copy reflects every write committed before the call.
+
+        NotLeader when no leader confirms it (then ``--stale`` reads are all there is).
+        """
+        await self.node.read_barrier()

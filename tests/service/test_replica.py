@@ -1,0 +1,59 @@
+"""The one write path: commands through a real one-voter Raft log into the real job table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dcrond.errors import AlreadyExists
+from dcrond.store import Applied, Command, CreateJob, JobSpec, Rejected, Result, unwrap
+from dcrond.testing._replica import local_replica
+
+
+def _create(stamp: dict[str, object], name: str) -> CreateJob:
+    return CreateJob(**stamp, job=JobSpec(name=name, schedule="* * * * *", command="true"))  # type: ignore[arg-type]
+
+
+async def test_a_committed_command_is_applied_watched_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    seen: list[tuple[Command | None, Result | None]] = []
+    async with local_replica(tmp_path, fsync=True) as replica:
+        replica.watch(lambda cmd, result: seen.append((cmd, result)))
+        result = await replica.propose(_create(replica.stamp("alice"), "backup"))
+        assert isinstance(result, Applied)
+        assert unwrap(result)["name"] == "backup"
+        assert [type(c).__name__ for c, _ in seen] == ["CreateJob"]
+        duplicate = await replica.propose(_create(replica.stamp("alice"), "backup"))
+        assert isinstance(duplicate, Rejected)
+        try:
+            unwrap(duplicate)
+        except AlreadyExists as exc:
+            assert "backup" in str(exc)
+        else:
+            raise AssertionError("a duplicate name was accepted")
+        assert len(seen) == 1  # a refused command changes nothing and is not watched
+    async with local_replica(tmp_path, fsync=True) as replica:
+        assert replica.store.get_job("backup")["name"] == "backup"
+
+
+async def test_a_retried_request_is_applied_once_and_answered_the_same(tmp_path: Path) -> None:
+    async with local_replica(tmp_path) as replica:
+        cmd = _create(replica.stamp("alice"), "report")
+        first = await replica.propose(cmd)
+        again = await replica.propose(cmd)  # e.g. after a timeout whose outcome was unknown
+        assert first == again
+        assert [j["name"] for j in replica.store.list_jobs()] == ["report"]
+
+
+async def test_requests_in_flight_together_keep_the_oldest_unanswered_one_retryable(
+    tmp_path: Path,
+) -> None:
+    async with local_replica(tmp_path) as replica:
+        s1 = replica.stamp("a")
+        s2 = replica.stamp("a")
+        assert (s1["seq"], s1["acked"]) == (1, 0)
+        assert (s2["seq"], s2["acked"]) == (2, 0)  # 1 still outstanding
+        await replica.propose(_create(s2, "two"))
+        await replica.propose(_create(s1, "one"))  # not "stale": 1 was never acknowledged
+        s3 = replica.stamp("a")
+        assert s3["acked"] == 2
