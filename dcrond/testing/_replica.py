@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -46,8 +47,7 @@ async def local_replica(
             rng=random.Random(0),
             tick_seconds=0.01,
         )
-        kwargs = {} if wall_clock is None else {"wall_clock": wall_clock}
-        replica = Replica(node, table, name=name, **kwargs)
+        replica = Replica(node, table, name=name, wall_clock=wall_clock or time.time)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             await node.campaign()
