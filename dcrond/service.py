@@ -1,0 +1,299 @@
+"""The RPC surface of a node: what ``dcronctl`` (and later the HTTP API) call.
+
+Theory of operation
+-------------------
+Each method takes a params map and returns plain JSON-able values (the
+objects docs/jobs.md describes). Writes build a ``dcrond.store`` command,
+check it against this node's copy of the table (``precheck``: a clear error
+without a log write for the common mistakes), and go through the one write
+path, ``Replica.propose``; what the store answers is unwrapped into the value
+or the error the client sees. Reads wait for a read barrier first, so a
+client never reads older data than it has already been told about
+(linearizable), unless it asks for ``stale``.
+
+Scripts arrive as bytes: the service checks their size against
+``[jobs] max_script_bytes``, stores them in object storage by sha256 *before*
+proposing, and the job version pins that hash. Runs are started, killed and
+read through the engine, which owns processes and logs.
+
+Every parameter is checked here (type, presence, no unknown keys): a
+malformed request is refused with ``InvalidRequest`` naming the field, and
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from dcrond import __version__
+from dcrond.config import Config
+from dcrond.errors import InvalidRequest
+from dcrond.replica import Replica
+from dcrond.store import (
+    CreateJob,
+    DeleteJob,
+    JobSpec,
+    PauseJob,
+    ResumeJob,
+    Script,
+    UpdateJob,
+    format_instant,
+    unwrap,
+)
+from dcrond.store._blobs import Blobs
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+#: the longest a ``run.logs`` call waits for new output before answering empty
+LOG_POLL_SECONDS = 1.0
+
+
+class RunEngine(Protocol):
+    """What the service needs of the engine (``dcrond.engine.Engine``)."""
+
+    async def trigger(self, name: str, *, actor: str) -> dict[str, Any]: ...
+
+    async def kill(self, run_id: str, *, actor: str) -> dict[str, Any]: ...
+
+    async def read_log(
+        self, run_id: str, offset: int, *, wait: float = 0.0
+    ) -> tuple[bytes, bool]: ...
+
+    def upcoming(self, name: str, n: int) -> list[int]: ...
+
+
+class _Params:
+    """Typed access to one request's params; refuses missing, mistyped and unknown keys."""
+
+    def __init__(self, method: str, params: object, allowed: tuple[str, ...]) -> None:
+        if not isinstance(params, Mapping):
+            raise InvalidRequest(f"{method}: params must be a map, got {type(params).__name__}")
+        unknown = sorted(str(k) for k in params if k not in allowed and k != "actor")
+        if unknown:
+            raise InvalidRequest(f"{method}: unknown parameter {unknown[0]!r}")
+        self.method = method
+        self.raw = params
+
+    def str(self, key: str, *, required: bool = True) -> str | None:
+        value = self.raw.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value:
+            raise InvalidRequest(f"{self.method}: {key} must be a non-empty string")
+        return value
+
+    def name(self, key: str = "name") -> str:
+        value = self.str(key)
+        assert value is not None
+        return value
+
+    def int(self, key: str, default: int, lo: int, hi: int) -> int:
+        value = self.raw.get(key, default)
+        if value is None:
+            value = default
+        if type(value) is not int or not lo <= value <= hi:
+            raise InvalidRequest(f"{self.method}: {key} must be an integer in [{lo}, {hi}]")
+        return value
+
+    def map(self, key: str) -> Mapping[str, Any]:
+        value = self.raw.get(key)
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise InvalidRequest(f"{self.method}: {key} must be a map of field names to values")
+        return value
+
+    @property
+    def actor(self) -> str:
+        value = self.raw.get("actor", "anonymous")
+        if not isinstance(value, str) or not value or len(value) > 256:
+            raise InvalidRequest(f"{self.method}: actor must be a non-empty string")
+        return value
+
+    @property
+    def stale(self) -> bool:
+        return self.raw.get("stale") is True
+
+
+class Service:
+    """The handlers of one node's RPC server."""
+
+    def __init__(self, replica: Replica, engine: RunEngine, blobs: Blobs, config: Config) -> None:
+        self.replica = replica
+        self.engine = engine
+        self.blobs = blobs
+        self.config = config
+
+    def handlers(self) -> dict[str, Handler]:
+        """Method name -> handler, for ``RpcServer``."""
+        return {
+            "job.create": self.job_create,
+            "job.update": self.job_update,
+            "job.get": self.job_get,
+            "job.delete": self.job_delete,
+            "job.pause": self.job_pause,
+            "job.resume": self.job_resume,
+            "job.history": self.job_history,
+            "job.list": self.job_list,
+            "job.next": self.job_next,
+            "job.trigger": self.job_trigger,
+            "run.list": self.run_list,
+            "run.get": self.run_get,
+            "run.logs": self.run_logs,
+            "run.kill": self.run_kill,
+            "node.list": self.node_list,
+            "cluster.status": self.cluster_status,
+        }
+
+    # --- writes -----------------------------------------------------------------
+
+    def _spec_fields(self, method: str, spec: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """A request's job fields, with a script's bytes replaced by its pin; and the bytes."""
+        fields = {k: v for k, v in spec.items() if k != "script_name"}
+        script = fields.get("script")
+        if not isinstance(script, bytes | bytearray):
+            return fields, b""
+        limit = self.config.jobs.max_script_bytes
+        if len(script) > limit:
+            raise InvalidRequest(
+                f"{method}: script is {len(script)} bytes; the limit is {limit} "
+                "([jobs] max_script_bytes)"
+            )
+        fields["script"] = Script(hashlib.sha256(script).hexdigest(), len(script)).to_wire()
+        return fields, bytes(script)
+
+    async def _write(self, cmd: Any, script: bytes = b"") -> Any:
+        """Check, store the script (only once the command is known good), propose, unwrap."""
+        self.replica.store.precheck(cmd, max_script_bytes=self.config.jobs.max_script_bytes)
+        if script:
+            await self.blobs.put_script(script)
+        return unwrap(await self.replica.propose(cmd))
+
+    async def job_create(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.create", params, ("name", "spec"))
+        name = p.name()
+        fields, script = self._spec_fields(p.method, p.map("spec"))
+        if "name" in fields and fields["name"] != name:
+            raise InvalidRequest("job.create: spec.name differs from name")
+        fields["name"] = name
+        spec = JobSpec.from_wire(fields)
+        cmd = CreateJob(**self.replica.stamp(p.actor), job=spec)  # type: ignore[arg-type]
+        return await self._write(cmd, script)
+
+    async def job_update(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.update", params, ("name", "spec"))
+        name = p.name()
+        changes, script = self._spec_fields(p.method, p.map("spec"))
+        if not changes:
+            raise InvalidRequest("job.update: nothing to change")
+        cmd = UpdateJob(**self.replica.stamp(p.actor), name=name, changes=changes)  # type: ignore[arg-type]
+        return await self._write(cmd, script)
+
+    async def job_delete(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.delete", params, ("name",))
+        return await self._write(DeleteJob(**self.replica.stamp(p.actor), name=p.name()))  # type: ignore[arg-type]
+
+    async def job_pause(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.pause", params, ("name",))
+        return await self._write(PauseJob(**self.replica.stamp(p.actor), name=p.name()))  # type: ignore[arg-type]
+
+    async def job_resume(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.resume", params, ("name",))
+        return await self._write(ResumeJob(**self.replica.stamp(p.actor), name=p.name()))  # type: ignore[arg-type]
+
+    async def job_trigger(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.trigger", params, ("name",))
+        return await self.engine.trigger(p.name(), actor=p.actor)
+
+    async def run_kill(self, params: dict[str, Any]) -> Any:
+        p = _Params("run.kill", params, ("id",))
+        return await self.engine.kill(p.name("id"), actor=p.actor)
+
+    # --- reads ------------------------------------------------------------------
+
+    async def _fresh(self, p: _Params) -> None:
+        if not p.stale:
+            await self.replica.read_barrier()
+
+    async def job_get(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.get", params, ("name", "stale"))
+        await self._fresh(p)
+        return self.replica.store.get_job(p.name())
+
+    async def job_history(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.history", params, ("name", "stale"))
+        await self._fresh(p)
+        return self.replica.store.history(p.name())
+
+    async def job_list(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.list", params, ("stale",))
+        await self._fresh(p)
+        return self.replica.store.list_jobs()
+
+    async def job_next(self, params: dict[str, Any]) -> Any:
+        p = _Params("job.next", params, ("name", "n", "stale"))
+        n = p.int("n", 10, 1, 1000)
+        await self._fresh(p)
+        name = p.name()
+        self.replica.store.get_job(name)  # NotFound for an unknown job
+        return [format_instant(ms) for ms in self.engine.upcoming(name, n)]
+
+    async def run_list(self, params: dict[str, Any]) -> Any:
+        p = _Params("run.list", params, ("job", "state", "limit", "stale"))
+        limit = p.int("limit", 50, 1, 10_000)
+        await self._fresh(p)
+        return self.replica.store.list_runs(
+            job=p.str("job", required=False), state=p.str("state", required=False), limit=limit
+        )
+
+    async def run_get(self, params: dict[str, Any]) -> Any:
+        p = _Params("run.get", params, ("id", "stale"))
+        await self._fresh(p)
+        return self.replica.store.get_run(p.name("id"))
+
+    async def run_logs(self, params: dict[str, Any]) -> Any:
+        p = _Params("run.logs", params, ("id", "offset", "wait"))
+        offset = p.int("offset", 0, 0, 1 << 62)
+        wait = LOG_POLL_SECONDS if p.raw.get("wait", True) is not False else 0.0
+        data, done = await self.engine.read_log(p.name("id"), offset, wait=wait)
+        return {"data": data, "done": done, "offset": offset + len(data)}
+
+    async def node_list(self, params: dict[str, Any]) -> Any:
+        _Params("node.list", params, ("stale",))
+        st = self.replica.node.statistics()
+        return [
+            {
+                "name": member,
+                "address": self.config.raft.listen if member == st.node_id else None,
+                "state": "alive" if member == st.node_id else "unknown",
+                "raft_role": (
+                    st.role.name.lower()
+                    if member == st.node_id
+                    else ("leader" if member == st.leader else "voter")
+                ),
+                "version": __version__ if member == st.node_id else None,
+            }
+            for member in sorted({*st.voters, *st.learners, st.node_id})
+        ]
+
+    async def cluster_status(self, params: dict[str, Any]) -> Any:
+        _Params("cluster.status", params, ("stale",))
+        st = self.replica.node.statistics()
+        store = self.replica.store.statistics()
+        return {
+            "cluster": self.config.cluster.name,
+            "node": st.node_id,
+            "role": st.role.name.lower(),
+            "leader": st.leader,
+            "term": st.term,
+            "commit_index": st.commit_index,
+            "applied_index": st.applied_index,
+            "last_index": st.last_index,
+            "voters": list(st.voters),
+            "learners": list(st.learners),
+            "jobs": store.jobs,
+            "runs": store.runs,
+            "storage": self.blobs.url,
+            "version": __version__,
+            "time": format_instant(self.replica.now_ms()),
+        }
