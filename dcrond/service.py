@@ -76,7 +76,7 @@ class _Params:
         self.method = method
         self.raw = params
 
-    def str(self, key: str, *, required: bool = True) -> str | None:
+    def text(self, key: str, *, required: bool = True) -> str | None:
         value = self.raw.get(key)
         if value is None and not required:
             return None
@@ -85,11 +85,11 @@ class _Params:
         return value
 
     def name(self, key: str = "name") -> str:
-        value = self.str(key)
+        value = self.text(key)
         assert value is not None
         return value
 
-    def int(self, key: str, default: int, lo: int, hi: int) -> int:
+    def integer(self, key: str, default: int, lo: int, hi: int) -> int:
         value = self.raw.get(key, default)
         if value is None:
             value = default
@@ -232,7 +232,7 @@ class Service:
 
     async def job_next(self, params: dict[str, Any]) -> Any:
         p = _Params("job.next", params, ("name", "n", "stale"))
-        n = p.int("n", 10, 1, 1000)
+        n = p.integer("n", 10, 1, 1000)
         await self._fresh(p)
         name = p.name()
         self.replica.store.get_job(name)  # NotFound for an unknown job
@@ -240,10 +240,10 @@ class Service:
 
     async def run_list(self, params: dict[str, Any]) -> Any:
         p = _Params("run.list", params, ("job", "state", "limit", "stale"))
-        limit = p.int("limit", 50, 1, 10_000)
+        limit = p.integer("limit", 50, 1, 10_000)
         await self._fresh(p)
         return self.replica.store.list_runs(
-            job=p.str("job", required=False), state=p.str("state", required=False), limit=limit
+            job=p.text("job", required=False), state=p.text("state", required=False), limit=limit
         )
 
     async def run_get(self, params: dict[str, Any]) -> Any:
@@ -253,7 +253,7 @@ class Service:
 
     async def run_logs(self, params: dict[str, Any]) -> Any:
         p = _Params("run.logs", params, ("id", "offset", "wait"))
-        offset = p.int("offset", 0, 0, 1 << 62)
+        offset = p.integer("offset", 0, 0, 1 << 62)
         wait = LOG_POLL_SECONDS if p.raw.get("wait", True) is not False else 0.0
         data, done = await self.engine.read_log(p.name("id"), offset, wait=wait)
         return {"data": data, "done": done, "offset": offset + len(data)}
