@@ -14,6 +14,7 @@ no config).
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Callable
@@ -83,18 +84,17 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
         "retries": "retries",
         "concurrency": "concurrency",
         "catch_up": "catch_up",
-        "catch_up_cap": "catch_up_cap",
+        "catch_up_cap": "catch_up_limit",
         "description": "description",
-        "on": "on",
     }
     for arg, field in simple.items():
         value = getattr(args, arg, None)
         if value is not None:
             spec[field] = value
-    for arg in ("timeout", "retry_backoff"):
+    for arg, field in (("timeout", "timeout"), ("retry_backoff", "backoff")):
         value = getattr(args, arg, None)
         if value is not None:
-            spec[arg] = parse_duration(value)
+            spec[field] = parse_duration(value)
     if getattr(args, "script", None) is not None:
         path = Path(args.script)
         try:
@@ -186,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: methods whose changes are recorded with who made them
+_RECORDS_ACTOR = frozenset(
+    ["job.create", "job.update", "job.delete", "job.pause", "job.resume", "job.trigger", "run.kill"]
+)
+
+
+def actor() -> str:
+    """Who is asking: the local user name (mutual TLS will put the certificate's name here)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
 class Session:
     """One connection to dcrond for the length of a command."""
 
@@ -193,8 +207,11 @@ class Session:
         self.client = client
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        params = dict(params or {})
+        if method in _RECORDS_ACTOR:
+            params["actor"] = actor()
         with trio.fail_after(60):
-            return await self.client.call(method, params or {})
+            return await self.client.call(method, params)
 
 
 async def _with_session(endpoint: tuple[str, int], fn: Callable[[Session], Any]) -> Any:
