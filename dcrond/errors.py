@@ -10,11 +10,18 @@
     ├── NotLeader                   this node cannot serve the request; carries a hint
     ├── Unavailable                 no quorum or the daemon is shutting down; retry later
     ├── ProtocolError               a peer sent a malformed or oversized frame
-    └── StorageError                the disk refused us (or holds a corrupt log)
-        └── CorruptLog              a torn or corrupted log tail was found and not applied
+    └── StorageError                the disk or object storage failed (or holds a corrupt log)
+        ├── CorruptLog              a torn or corrupted log tail was found and not applied
+        ├── StorageUnavailable      unreachable, timing out or overloaded: retry with backoff
+        ├── StorageRefused          refused: wrong credentials or missing bucket; fix config
+        └── BlobNotFound            no object under that key
 
-Errors under ``InvalidRequest`` are the caller's fault. ``StorageError`` and
-anything not in this tree are bugs or failing hardware and should be reported.
+Errors under ``InvalidRequest`` are the caller's fault. ``StorageUnavailable``
+is transient: retrying with backoff is the right answer (nothing was written
+under the final key). ``StorageRefused`` needs an operator: retrying changes
+nothing until the credentials, bucket or permissions are fixed. Any other
+``StorageError`` and anything not in this tree are bugs or failing hardware
+and should be reported.
 """
 
 from __future__ import annotations
@@ -62,3 +69,15 @@ class StorageError(DcronError):
 
 class CorruptLog(StorageError):
     """The Raft log on disk has a torn or corrupted tail; it was not applied."""
+
+
+class StorageUnavailable(StorageError):
+    """Object storage cannot be reached, timed out or is overloaded; retry with backoff."""
+
+
+class StorageRefused(StorageError):
+    """Object storage refused us: wrong credentials, a missing bucket or no permission."""
+
+
+class BlobNotFound(StorageError):
+    """There is no object under the key asked for."""
