@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dcrond.raft._confchange import apply_conf_change, decode_conf_change, encode_conf_change
 from dcrond.raft._core import RaftCore, Rng
+from dcrond.raft._node import NodeStatistics, RaftNode, StateMachine, open_node
 from dcrond.raft._progress import ProgressState
 from dcrond.raft._status import PeerStatus, Status
+from dcrond.raft._storage import LoadedState, LogStorage, RepairReport, StorageStatistics
+from dcrond.raft._transport import RaftTransport, TransportStatistics
 from dcrond.raft._types import (
     MESSAGE_TYPES,
     AppendEntries,
@@ -54,25 +57,35 @@ __all__ = [
     "EntryKind",
     "HardState",
     "InstallSnapshot",
+    "LoadedState",
+    "LogStorage",
     "Message",
     "NodeId",
+    "NodeStatistics",
     "PeerStatus",
     "ProgressState",
     "RaftCore",
+    "RaftNode",
+    "RaftTransport",
     "ReadIndexRequest",
     "ReadIndexResponse",
     "ReadState",
     "Ready",
+    "RepairReport",
     "Rng",
     "Role",
     "Snapshot",
     "SnapshotMeta",
     "SnapshotResponse",
+    "StateMachine",
     "Status",
+    "StorageStatistics",
     "TimeoutNow",
+    "TransportStatistics",
     "VoteRequest",
     "VoteResponse",
     "apply_conf_change",
     "decode_conf_change",
     "encode_conf_change",
+    "open_node",
 ]
