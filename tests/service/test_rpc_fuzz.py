@@ -29,7 +29,7 @@ from tests.service.test_service import _Engine
 leaves = (
     st.none()
     | st.booleans()
-    | st.integers()
+    | st.integers(-(2**63), 2**64 - 1)
     | st.floats()
     | st.text(max_size=20)
     | st.binary(max_size=20)
