@@ -6,7 +6,10 @@ The scheduler runs on the leader only, and it is pure: it never reads a
 clock, never sleeps and never writes the log. Its driver asks
 ``next_deadline()`` (a UTC epoch second), sleeps until then on trio's clock,
 and calls ``due(now)``; every ``Due`` it gets back is proposed to the log as
-``RunScheduled`` (run id ``job@<instant>``) *before* anything starts. The
+``RunScheduled`` *before* anything starts. Its run id is the store's
+(``dcrond.store.make_run_id``: ``job@<instant>`` in the one format every
+host and reader uses; instants here are whole seconds, the store's are
+milliseconds, so the id has no fraction). The
 store refuses a second ``RunScheduled`` with an id it already holds, so a
 new leader that recomputes the same instant cannot double a run.
 
@@ -35,10 +38,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal, final
 
 from dcrond.schedule import Schedule
+from dcrond.store._instants import make_run_id
 
 CatchUp = Literal["none", "latest", "all"]
 Reason = Literal["schedule", "catch-up"]
@@ -46,12 +49,6 @@ Reason = Literal["schedule", "catch-up"]
 #: Instants older than this (seconds) are treated as missed (catch-up policy);
 #: newer ones are simply due.
 DEFAULT_GRACE = 5
-
-
-def run_id(job: str, instant: int) -> str:
-    """The id of ``job``'s run for ``instant``: ``job@2026-11-22T03:00:00Z``."""
-    when = datetime.fromtimestamp(instant, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{job}@{when}"
 
 
 @final
@@ -80,9 +77,14 @@ class Due:
     reason: Reason
 
     @property
+    def instant_ms(self) -> int:
+        """The instant in milliseconds, as commands and the job table carry it."""
+        return self.instant * 1000
+
+    @property
     def run_id(self) -> str:
-        """``job@instant``."""
-        return run_id(self.job, self.instant)
+        """``job@instant``, named by the store (``make_run_id``)."""
+        return make_run_id(self.job, self.instant_ms)
 
 
 @final

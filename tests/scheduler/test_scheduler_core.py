@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcrond.schedule import parse
-from dcrond.scheduler import Due, JobTiming, SchedulerCore, run_id
+from dcrond.scheduler import Due, JobTiming, SchedulerCore
+from dcrond.store import make_run_id
 
 T0 = 1_800_000_000  # 2027-01-15T08:00:00Z
 
@@ -18,8 +19,10 @@ def _walk(core: SchedulerCore, start: int, stop: int, step: int) -> list[Due]:
     return out
 
 
-def test_run_id_is_job_at_utc_instant() -> None:
-    assert run_id("backup", 1_795_838_400) == "backup@2026-11-28T04:00:00Z"
+def test_run_id_is_the_stores_job_at_utc_instant() -> None:
+    due = Due("backup", 1_795_838_400, "schedule")
+    assert due.run_id == "backup@2026-11-28T04:00:00Z"
+    assert due.run_id == make_run_id("backup", due.instant_ms)  # one format, the store's
 
 
 @settings(max_examples=60, deadline=None)
