@@ -73,10 +73,17 @@ class ClusterConfig:
 @final
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
-    """[storage]: where scripts and run logs are kept (any fsspec URL)."""
+    """[storage]: where scripts and run logs are kept (docs/storage.md).
 
-    url: str = ""  #: empty: file://<data_dir>/objects
+    Credentials never live here: they come from the AWS chain (environment
+    variables, shared credentials file, ``profile``, instance role).
+    """
+
+    url: str = ""  #: file:///path, s3://bucket/prefix or swift://container/prefix
     cache_dir: str = ""  #: empty: <data_dir>/cache (scripts by sha256)
+    endpoint_url: str = ""  #: S3-compatible endpoint or Swift proxy; empty: AWS
+    region: str = ""  #: signing region; empty: botocore's default
+    profile: str = ""  #: profile of the shared AWS credentials/config files
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +128,16 @@ class Config:
     def storage_url(self) -> str:
         """The object store's URL, resolved (a local folder in the data dir by default)."""
         return self.storage.url or (self.data_path / "objects").resolve().as_uri()
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """The ``Blobs`` options the [storage] section sets (empty keys left out)."""
+        given = {
+            "endpoint_url": self.storage.endpoint_url,
+            "region": self.storage.region,
+            "profile": self.storage.profile,
+        }
+        return {name: value for name, value in given.items() if value}
 
     @property
     def cache_path(self) -> Path:

@@ -1,21 +1,30 @@
-"""Scripts and logs in object storage through fsspec.
+"""Scripts and logs in object storage: a local folder, S3, or OpenStack Swift.
 
 Theory of operation
 -------------------
-Two kinds of object, under one root URL (``file:///var/lib/dcrond/blobs`` by
-default; ``s3://bucket/prefix`` through s3fs; others fsspec knows):
+Two kinds of object, under one root URL (``file:///var/lib/dcrond/objects``
+by default; ``s3://bucket/prefix`` through s3fs; ``swift://container/prefix``
+through Swift's S3 API):
 
 * ``scripts/<aa>/<sha256>`` — a script's bytes, named by their hash, so a job
   version that records the hash pins exactly what it runs. Writing the same
   script twice writes one object. A fetch checks the hash, and hosts keep a
   local cache by hash (a cache hit never touches storage).
-* ``logs/<job>/<run id>/<attempt>.log`` — one attempt's output, uploaded when
-  it ends. The key is recorded on the run.
+* ``logs/<job>/<run id>/<attempt>.log`` — one attempt's output, uploaded from
+  its spool file when it ends. The key is recorded on the run.
 
-fsspec is synchronous (s3fs runs its own event loop in a thread), so every
-call goes through ``trio.to_thread.run_sync``: the trio loop never blocks on
-storage. ``Blobs`` is the seam; ``MemoryBlobs`` in ``dcrond.testing`` is its
-fake.
+A key holds nothing or one complete upload, never a partial one (see
+``_blobback``); uploads stream from the spool file in parts, so a 100 MiB log
+does not sit in memory. Storage calls block (s3fs runs its own event loop in
+a thread), so each goes through ``trio.to_thread.run_sync``: the trio loop
+never waits on storage.
+
+Failures come out as ``StorageUnavailable`` (transient: the caller retries
+with backoff; nothing was written under the key), ``StorageRefused`` (wrong
+credentials, missing bucket: an operator must act), ``BlobNotFound``, or a
+plain ``StorageError``; every message names the storage URL. ``check()``
+writes, reads back and deletes a probe object, which is what the daemon
+calls at start-up.
 """
 
 from __future__ import annotations
@@ -24,13 +33,17 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, final
+from typing import Any, Protocol, TypeVar, final
 
-import fsspec
 import trio
 
-from dcrond.errors import InvalidRequest, StorageError
+from dcrond.errors import BlobNotFound, InvalidRequest, StorageError
+from dcrond.store._blobback import Backend, BlobOptions, open_backend
+
+T = TypeVar("T")
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _SAFE = re.compile(r"[^A-Za-z0-9._@:+-]")
@@ -45,7 +58,10 @@ def script_key(sha: str) -> str:
 
 def log_key(job: str, run_id: str, attempt: int) -> str:
     """Where one attempt's log lives (names made safe for every backend)."""
-    return f"logs/{_SAFE.sub('_', job)}/{_SAFE.sub('_', run_id)}/{int(attempt)}.log"
+    job_part, run_part = (_SAFE.sub("_", job), _SAFE.sub("_", run_id))
+    # "." and ".." are safe characters but must not become path segments
+    job_part, run_part = (p if p.strip(".") else p.replace(".", "_") for p in (job_part, run_part))
+    return f"logs/{job_part}/{run_part}/{int(attempt)}.log"
 
 
 class BlobStore(Protocol):
@@ -63,71 +79,101 @@ class BlobStore(Protocol):
 
 
 @final
+@dataclass(frozen=True, slots=True)
+class BlobStatistics:
+    """Counters of one ``Blobs`` since it was made (for /metrics and cluster status)."""
+
+    uploads: int
+    uploaded_bytes: int
+    downloads: int
+    downloaded_bytes: int
+    cache_hits: int
+    failures: int
+
+
+@final
 class Blobs:
-    """Object storage at ``url`` through fsspec, with a local script cache."""
+    """Object storage at ``url``, with a local script cache in ``cache_dir``.
+
+    ``options`` are the fields of ``BlobOptions`` (``endpoint_url``,
+    ``region``, ``profile``, ``key``, ``secret``, ``part_size`` ...). A bad
+    URL or option raises ``InvalidRequest`` here; nothing is contacted until
+    the first call (``check()`` at start-up).
+    """
 
     def __init__(self, url: str, *, cache_dir: Path | None = None, **options: Any) -> None:
-        try:
-            fs, root = fsspec.core.url_to_fs(url, **options)
-        except (ValueError, ImportError) as exc:
-            raise InvalidRequest(f"storage url {url!r}: {exc}") from None
         self.url = url
-        self.fs = fs
-        self.root = root.rstrip("/")
+        self.options = BlobOptions.from_kwargs(options)
+        self.backend: Backend = open_backend(url, self.options)
         self.cache_dir = cache_dir
         self.uploads = 0
+        self.uploaded_bytes = 0
         self.downloads = 0
+        self.downloaded_bytes = 0
         self.cache_hits = 0
+        self.failures = 0
 
-    def _path(self, key: str) -> str:
-        return f"{self.root}/{key}"
+    def statistics(self) -> BlobStatistics:
+        """What this instance has done so far."""
+        return BlobStatistics(
+            uploads=self.uploads,
+            uploaded_bytes=self.uploaded_bytes,
+            downloads=self.downloads,
+            downloaded_bytes=self.downloaded_bytes,
+            cache_hits=self.cache_hits,
+            failures=self.failures,
+        )
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _call(self, key: str | None, fn: Any, *args: Any) -> Any:
         try:
             return await trio.to_thread.run_sync(fn, *args)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"object storage {self.url}: {exc}") from exc
+        except Exception as exc:
+            self.failures += 1
+            raise self.backend.translate(exc, key) from exc
 
     async def check(self) -> None:
-        """Make sure the root exists and is writable; StorageError says why not."""
+        """Write, read back and delete a probe object; a StorageError says why not.
 
-        def probe() -> None:
-            self.fs.makedirs(self.root, exist_ok=True)
-            probe_key = self._path(".dcrond-probe")
-            self.fs.pipe_file(probe_key, b"ok")
-            self.fs.rm_file(probe_key)
+        ``StorageRefused`` for wrong credentials, a missing bucket or an
+        unwritable folder; ``StorageUnavailable`` when the endpoint cannot be
+        reached. The message names the URL and the cause.
+        """
+        await self._call(None, self.backend.probe)
 
-        await self._run(probe)
+    async def aclose(self) -> None:
+        """Release connections (the instance is unusable afterwards)."""
+        await trio.to_thread.run_sync(self.backend.close)
 
     async def put_script(self, data: bytes) -> str:
         """Store a script by its sha256 (once) and return the hash."""
         sha = hashlib.sha256(data).hexdigest()
-        path = self._path(script_key(sha))
+        key = script_key(sha)
 
-        def put() -> None:
-            if self.fs.exists(path):
-                return
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            self.fs.pipe_file(path, data)
+        def put() -> bool:
+            if self.backend.exists(key):
+                return False
+            self.backend.put_bytes(key, data)
+            return True
 
-        await self._run(put)
-        self.uploads += 1
+        if await self._call(key, put):
+            self.uploads += 1
+            self.uploaded_bytes += len(data)
         self._cache_put(sha, data)
         return sha
 
     async def get_script(self, sha: str) -> bytes:
         """A script's bytes, from the local cache or storage; checks the hash."""
+        key = script_key(sha)
         cached = self._cache_get(sha)
         if cached is not None:
             self.cache_hits += 1
             return cached
         try:
-            data: bytes = await self._run(self.fs.cat_file, self._path(script_key(sha)))
-        except FileNotFoundError:
-            raise StorageError(f"script {sha} is missing from {self.url}") from None
+            data: bytes = await self._call(key, self.backend.read, key, 0, None)
+        except BlobNotFound:
+            raise BlobNotFound(f"script {sha} is missing from {self.url}") from None
         self.downloads += 1
+        self.downloaded_bytes += len(data)
         if hashlib.sha256(data).hexdigest() != sha:
             raise StorageError(f"script {sha} in {self.url} does not match its hash")
         self._cache_put(sha, data)
@@ -151,34 +197,66 @@ class Blobs:
         if self.cache_dir is None:
             return
         path = self.cache_dir / script_key(sha)
-        if path.exists():
+        if path.exists() and self._cache_get(sha) is not None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp = path.with_name(f".{sha}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
 
     async def put_log(self, key: str, source: Path) -> int:
-        """Upload a local log file to ``key``; returns its size."""
-        path = self._path(key)
+        """Upload a local log file to ``key`` (replacing it whole); returns its size.
 
-        def put() -> int:
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            self.fs.put_file(str(source), path)
-            return source.stat().st_size
-
-        size: int = await self._run(put)
+        Streams ``source`` in parts. On any error nothing new is visible under
+        ``key``; ``StorageUnavailable`` means the same call may be retried.
+        """
+        size: int = await self._call(key, self._put_file, key, source)
         self.uploads += 1
+        self.uploaded_bytes += size
+        return size
+
+    def _put_file(self, key: str, source: Path) -> int:
+        size = source.stat().st_size
+        self.backend.put_file(key, source)
+        return size
+
+    async def size(self, key: str) -> int:
+        """The size of the object under ``key``; BlobNotFound if there is none."""
+        size: int = await self._call(key, self.backend.size, key)
         return size
 
     async def read(self, key: str, offset: int = 0, size: int = -1) -> bytes:
-        """Bytes of an object from ``offset`` (all of it with size -1)."""
+        """Bytes of an object from ``offset`` (all of it with size -1).
+
+        Reading past the end gives fewer bytes (or none); page through a large
+        log with ``size`` rather than reading it whole.
+        """
+        if offset < 0:
+            raise InvalidRequest(f"offset must be >= 0, got {offset}")
         end = None if size < 0 else offset + size
-        try:
-            data: bytes = await self._run(self.fs.cat_file, self._path(key), offset, end)
-        except FileNotFoundError:
-            raise StorageError(f"{key} is not in {self.url}") from None
+        data: bytes = await self._call(key, self.backend.read, key, offset, end)
+        self.downloaded_bytes += len(data)
         return data
+
+    async def fetch_log(self, key: str, dest: Path) -> int:
+        """Download the object under ``key`` to the local file ``dest``, streaming.
+
+        ``dest`` appears whole or not at all (written beside it, then renamed).
+        """
+
+        def fetch() -> int:
+            tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+            try:
+                self.backend.get_file(key, tmp)
+                tmp.replace(dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+            return dest.stat().st_size
+
+        size: int = await self._call(key, fetch)
+        self.downloads += 1
+        self.downloaded_bytes += size
+        return size
 
     async def delete(self, keys: list[str]) -> None:
         """Remove objects (missing ones are fine)."""
@@ -186,6 +264,6 @@ class Blobs:
         def rm() -> None:
             for key in keys:
                 with contextlib.suppress(FileNotFoundError):
-                    self.fs.rm_file(self._path(key))
+                    self.backend.delete(key)
 
-        await self._run(rm)
+        await self._call(None, rm)

@@ -1,0 +1,254 @@
+"""The S3 backend of ``Blobs``: ``s3://`` and ``swift://`` through s3fs.
+
+Theory of operation
+-------------------
+``s3://bucket/prefix`` talks to AWS S3 or anything speaking its API (give
+``endpoint_url`` for the latter). ``swift://container/prefix`` is the same
+code pointed at a Swift proxy's ``s3api`` middleware, with path-style
+addressing (Swift has no virtual-host buckets) and botocore's optional
+request checksums turned off (Swift 2.30's s3api predates them). Credentials
+come from the AWS chain: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+``AWS_SHARED_CREDENTIALS_FILE`` and ``AWS_CONFIG_FILE``, a ``profile``, or an
+instance role; for Swift with tempauth the access key is ``account:user`` and
+the secret is that user's key.
+
+No partial object is ever visible under a final key: a small upload is one
+PUT, which S3 and Swift apply atomically; a large one is a multipart upload
+of ``part_size`` parts (``max_concurrency`` in flight, so memory stays near
+their product however large the log), visible only once
+``CompleteMultipartUpload`` succeeds. s3fs aborts a multipart upload that
+fails; one whose writer died is left as an invisible incomplete upload for
+the bucket's lifecycle rule to reap (docs/storage.md).
+
+Errors: s3fs retries throttling and dropped connections a few times itself;
+what still fails is translated here. Unreachable endpoints, timeouts and 5xx
+become ``StorageUnavailable``; refused credentials, a missing bucket and
+missing credentials ``StorageRefused``; a missing key ``BlobNotFound``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any, final
+
+import botocore.exceptions as bexc
+import fsspec.asyn
+import fsspec.exceptions
+import s3fs
+
+from dcrond.errors import (
+    BlobNotFound,
+    InvalidRequest,
+    StorageError,
+    StorageRefused,
+    StorageUnavailable,
+)
+from dcrond.store._blobback import BlobOptions
+
+#: error codes that mean "these credentials may not do this"
+_CREDENTIAL_CODES = {
+    "AccessDenied": "access denied",
+    "AccountProblem": "the account has a problem",
+    "AllAccessDisabled": "all access to this bucket is disabled",
+    "ExpiredToken": "the session token has expired",
+    "InvalidAccessKeyId": "the access key id is unknown to the server",
+    "InvalidClientTokenId": "the access key id is unknown to the server",
+    "InvalidToken": "the session token is invalid",
+    "RequestTimeTooSkewed": "this host's clock is too far off the server's",
+    "SignatureDoesNotMatch": "the secret key does not match the access key id",
+}
+#: error codes that mean "try again later"
+_TRANSIENT_CODES = frozenset(
+    {"InternalError", "OperationAborted", "RequestTimeout", "ServiceUnavailable", "SlowDown"}
+)
+#: botocore errors that mean the credentials are missing or unreadable
+_NO_CREDENTIALS = (
+    bexc.NoCredentialsError,
+    bexc.PartialCredentialsError,
+    bexc.ProfileNotFound,
+    bexc.CredentialRetrievalError,
+    bexc.ConfigParseError,
+)
+#: errors that mean the endpoint could not be reached or did not answer in time
+_UNREACHABLE = (
+    bexc.HTTPClientError,
+    bexc.ConnectionError,
+    fsspec.exceptions.FSTimeoutError,
+    asyncio.TimeoutError,
+    TimeoutError,
+    ConnectionError,
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+@final
+class S3Backend:
+    """Objects in an S3 bucket (or Swift container) under an optional prefix."""
+
+    def __init__(
+        self, url: str, scheme: str, bucket: str, prefix: str, options: BlobOptions
+    ) -> None:
+        if not bucket:
+            raise InvalidRequest(f"storage url {url!r}: no bucket named ({scheme}://BUCKET/PREFIX)")
+        if scheme == "swift" and not options.endpoint_url:
+            raise InvalidRequest(
+                f"storage url {url!r}: swift:// needs storage.endpoint_url, "
+                "the Swift proxy's address (its s3api middleware answers there)"
+            )
+        if options.part_size < 5 * 1024 * 1024 or options.max_concurrency < 1:
+            raise InvalidRequest("storage: part_size must be >= 5 MiB and max_concurrency >= 1")
+        self.url = url
+        self.bucket = bucket
+        self.root = f"{bucket}/{prefix}" if prefix else bucket
+        self.endpoint = options.endpoint_url or "AWS S3"
+        self.options = options
+        config: dict[str, Any] = {
+            "connect_timeout": options.connect_timeout,
+            "read_timeout": options.read_timeout,
+        }
+        if scheme == "swift":
+            config["s3"] = {"addressing_style": "path"}
+            config["request_checksum_calculation"] = "when_required"
+            config["response_checksum_validation"] = "when_required"
+        kwargs: dict[str, Any] = {
+            "skip_instance_cache": True,
+            "use_listings_cache": False,
+            "config_kwargs": config,
+            "max_concurrency": options.max_concurrency,
+        }
+        if options.endpoint_url:
+            kwargs["endpoint_url"] = options.endpoint_url
+        if options.region:
+            kwargs["client_kwargs"] = {"region_name": options.region}
+        if options.profile:
+            kwargs["profile"] = options.profile
+        if options.key or options.secret:
+            kwargs["key"] = options.key
+            kwargs["secret"] = options.secret
+        self.fs = s3fs.S3FileSystem(**kwargs)
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.fs.pipe_file(self._path(key), data, chunksize=self.options.part_size)
+
+    def put_file(self, key: str, source: Path) -> None:
+        self.fs.put_file(
+            str(source),
+            self._path(key),
+            chunksize=self.options.part_size,
+            max_concurrency=self.options.max_concurrency,
+            ContentType="application/octet-stream",
+        )
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._path(key)))
+
+    def size(self, key: str) -> int:
+        return int(self.fs.info(self._path(key))["size"])
+
+    def read(self, key: str, start: int, end: int | None) -> bytes:
+        if end is not None and end <= start:
+            return b""
+        try:
+            data: bytes = self.fs.cat_file(self._path(key), start=start or None, end=end)
+        except OSError as exc:
+            if start and self._code(exc) == "InvalidRange":
+                return b""  # from past the end: nothing, as a local file would say
+            raise
+        return data
+
+    def get_file(self, key: str, dest: Path) -> None:
+        self.fs.get_file(self._path(key), str(dest))
+
+    def delete(self, key: str) -> None:
+        self.fs.rm_file(self._path(key))
+
+    def probe(self) -> None:
+        key = f".dcrond-probe/{secrets.token_hex(8)}"
+        self.put_bytes(key, b"dcrond")
+        try:
+            if self.read(key, 0, None) != b"dcrond":
+                raise StorageError(f"object storage {self.url}: a probe read back wrong bytes")
+        finally:
+            self.delete(key)
+
+    @staticmethod
+    def _code(exc: BaseException) -> str | None:
+        for link in _chain(exc):
+            if isinstance(link, bexc.ClientError):
+                code = link.response.get("Error", {}).get("Code")
+                return str(code) if code is not None else None
+        return None
+
+    def translate(self, exc: BaseException, key: str | None) -> StorageError:
+        where = f"object storage {self.url}"
+        if isinstance(exc, StorageError):
+            return exc
+        chain = _chain(exc)
+        for link in chain:
+            if isinstance(link, bexc.ClientError):
+                return self._client_error(link, key)
+        for link in chain:
+            if isinstance(link, _NO_CREDENTIALS):
+                return StorageRefused(
+                    f"{where}: no usable credentials ({link}); set AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, a shared credentials file, or storage.profile"
+                )
+            if isinstance(link, _UNREACHABLE):
+                return StorageUnavailable(f"{where}: cannot reach {self.endpoint}: {link}")
+        if isinstance(exc, FileNotFoundError) and key is not None:
+            return BlobNotFound(f"{key} is not in {self.url}")
+        if isinstance(exc, PermissionError):
+            return StorageRefused(f"{where}: access refused: {exc}")
+        return StorageError(f"{where}: {type(exc).__name__}: {exc}")
+
+    def _client_error(self, err: bexc.ClientError, key: str | None) -> StorageError:
+        where = f"object storage {self.url}"
+        info = err.response.get("Error", {})
+        code = str(info.get("Code", ""))
+        message = str(info.get("Message", "")) or str(err)
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code == "NoSuchBucket":
+            return StorageRefused(
+                f"{where}: bucket {self.bucket!r} does not exist at {self.endpoint} "
+                "(create it, or fix storage.url)"
+            )
+        if code in _CREDENTIAL_CODES or status in (401, 403):
+            why = _CREDENTIAL_CODES.get(code, "access refused")
+            return StorageRefused(
+                f"{where}: the credentials were refused: {why} ({code or status}: {message})"
+            )
+        if code in ("NoSuchKey", "404") or status == 404:
+            if key is None:
+                return BlobNotFound(f"{where}: not found ({code or status}: {message})")
+            return BlobNotFound(f"{key} is not in {self.url}")
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            return StorageUnavailable(
+                f"{where}: {self.endpoint} failed: {code or status}: {message}"
+            )
+        return StorageError(f"{where}: {code or status}: {message}")
+
+    def close(self) -> None:
+        """Close the HTTP session now rather than when the garbage collector runs."""
+        creator = getattr(self.fs, "_s3creator", None)
+        loop = getattr(self.fs, "loop", None)
+        if creator is None or loop is None or not loop.is_running():
+            return
+        try:
+            fsspec.asyn.sync(loop, creator.__aexit__, None, None, None, timeout=5)
+        except Exception:
+            return  # best effort: the finalizer s3fs registered closes the socket
+        self.fs._s3 = None
+        self.fs._s3creator = None
