@@ -1,5 +1,63 @@
-"""dcrond.gossip."""
+"""SWIM gossip membership with Lifeguard, written for dcrond.
+
+- ``_types``: the values every part shares (members, messages, ``Ready``, config).
+- ``_health``: Lifeguard's local health multiplier and suspicion timeout.
+- ``_broadcast``: the queue of updates piggybacked on packets.
+- ``_core``: the pure state machine (no I/O, no clock, no randomness of its own).
+- ``_codec``: msgpack encoding of packets and push-pull state, validated strictly.
+
+See docs/gossip.md for the protocol, its parameters and what each test proves.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from dcrond.gossip._core import GossipCore, Rng
+from dcrond.gossip._types import (
+    MESSAGE_TYPES,
+    Ack,
+    Address,
+    Alive,
+    Dead,
+    EventKind,
+    GossipConfig,
+    GossipStatistics,
+    IndirectPing,
+    Member,
+    MemberEvent,
+    MemberState,
+    Message,
+    Nack,
+    NodeMeta,
+    Packet,
+    Ping,
+    PushPull,
+    Ready,
+    StateEntry,
+    Suspect,
+)
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "Ack",
+    "Address",
+    "Alive",
+    "Dead",
+    "EventKind",
+    "GossipConfig",
+    "GossipCore",
+    "GossipStatistics",
+    "IndirectPing",
+    "Member",
+    "MemberEvent",
+    "MemberState",
+    "Message",
+    "Nack",
+    "NodeMeta",
+    "Packet",
+    "Ping",
+    "PushPull",
+    "Ready",
+    "Rng",
+    "StateEntry",
+    "Suspect",
+]
