@@ -20,10 +20,14 @@ their product however large the log), visible only once
 fails; one whose writer died is left as an invisible incomplete upload for
 the bucket's lifecycle rule to reap (docs/storage.md).
 
-Errors: s3fs retries throttling and dropped connections a few times itself;
-what still fails is translated here. Unreachable endpoints, timeouts and 5xx
-become ``StorageUnavailable``; refused credentials, a missing bucket and
-missing credentials ``StorageRefused``; a missing key ``BlobNotFound``.
+Errors: botocore retries connection errors, 5xx, throttling and timeouts
+(``standard`` mode, 3 tries with jittered backoff) and s3fs wraps that in 2
+tries for connections dropped mid-body; a stalled server therefore fails a
+call after at most 6 times ``read_timeout``. Longer outages are the caller's to
+wait out (the log uploader backs off and retries). What still fails is
+translated here: unreachable endpoints, timeouts and 5xx become
+``StorageUnavailable``; refused credentials, a missing bucket and missing
+credentials ``StorageRefused``; a missing key ``BlobNotFound``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ from dcrond.errors import (
 )
 from dcrond.store._blobback import BlobOptions
 
+#: tries per request in botocore (connection errors, 5xx, throttling, timeouts)
+_BOTO_ATTEMPTS = 3
+#: tries per call in s3fs around those (dropped connections, timeouts mid-body)
+_S3FS_ATTEMPTS = 2
 #: error codes that mean "these credentials may not do this"
 _CREDENTIAL_CODES = {
     "AccessDenied": "access denied",
@@ -57,7 +65,8 @@ _CREDENTIAL_CODES = {
     "InvalidClientTokenId": "the access key id is unknown to the server",
     "InvalidToken": "the session token is invalid",
     "RequestTimeTooSkewed": "this host's clock is too far off the server's",
-    "SignatureDoesNotMatch": "the secret key does not match the access key id",
+    # Swift's s3api says this for an unknown access key too
+    "SignatureDoesNotMatch": "the secret key does not match the access key id (or it is unknown)",
 }
 #: error codes that mean "try again later"
 _TRANSIENT_CODES = frozenset(
@@ -115,6 +124,7 @@ class S3Backend:
         config: dict[str, Any] = {
             "connect_timeout": options.connect_timeout,
             "read_timeout": options.read_timeout,
+            "retries": {"mode": "standard", "max_attempts": _BOTO_ATTEMPTS},
         }
         if scheme == "swift":
             config["s3"] = {"addressing_style": "path"}
@@ -136,6 +146,7 @@ class S3Backend:
             kwargs["key"] = options.key
             kwargs["secret"] = options.secret
         self.fs = s3fs.S3FileSystem(**kwargs)
+        self.fs.retries = _S3FS_ATTEMPTS
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -170,7 +181,12 @@ class S3Backend:
         return data
 
     def get_file(self, key: str, dest: Path) -> None:
-        self.fs.get_file(self._path(key), str(dest))
+        self.fs.get_file(
+            self._path(key),
+            str(dest),
+            chunksize=self.options.part_size,
+            max_concurrency=self.options.max_concurrency,
+        )
 
     def delete(self, key: str) -> None:
         self.fs.rm_file(self._path(key))
