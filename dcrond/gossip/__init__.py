@@ -5,6 +5,8 @@
 - ``_broadcast``: the queue of updates piggybacked on packets.
 - ``_core``: the pure state machine (no I/O, no clock, no randomness of its own).
 - ``_codec``: msgpack encoding of packets and push-pull state, validated strictly.
+- ``_seal``: the seam where packets get sealed (AEAD later) and opened.
+- ``_driver``: the trio driver (UDP socket, TCP push-pull, timers).
 
 See docs/gossip.md for the protocol, its parameters and what each test proves.
 """
@@ -12,6 +14,8 @@ See docs/gossip.md for the protocol, its parameters and what each test proves.
 from __future__ import annotations
 
 from dcrond.gossip._core import GossipCore, Rng
+from dcrond.gossip._driver import GossipNode, NodeStatistics
+from dcrond.gossip._seal import PLAINTEXT, PlainText, Sealer
 from dcrond.gossip._types import (
     MESSAGE_TYPES,
     Ack,
@@ -38,6 +42,7 @@ from dcrond.gossip._types import (
 
 __all__ = [
     "MESSAGE_TYPES",
+    "PLAINTEXT",
     "Ack",
     "Address",
     "Alive",
@@ -45,6 +50,7 @@ __all__ = [
     "EventKind",
     "GossipConfig",
     "GossipCore",
+    "GossipNode",
     "GossipStatistics",
     "IndirectPing",
     "Member",
@@ -53,11 +59,14 @@ __all__ = [
     "Message",
     "Nack",
     "NodeMeta",
+    "NodeStatistics",
     "Packet",
     "Ping",
+    "PlainText",
     "PushPull",
     "Ready",
     "Rng",
+    "Sealer",
     "StateEntry",
     "Suspect",
 ]
