@@ -1,0 +1,468 @@
+"""The leader's half of the engine: claim runs at their instants, retries, dependents, retention.
+
+Theory of operation
+-------------------
+Only the node that leads the log schedules. Each time it becomes leader
+(and after a snapshot restore) it starts over from the table: the jobs go
+into a fresh ``SchedulerCore`` (loaded ``LOAD_CHUNK`` jobs at a time, with a
+checkpoint between chunks, so a 100,000-job load never stalls the event
+loop), the runs waiting for a retry into a timer heap, and it looks for
+dependents whose upstream ended while nobody was leading. It stops all of it
+the moment it stops leading.
+
+* **Claims.** A job's position is the newest instant in the table that its
+  schedule (or a catch-up) claimed, or the time it was created, changed or
+  resumed if later: from there the core computes what is due and what was
+  missed (catch-up policy, ``grace``). ``lead_time`` seconds before an
+  instant the leader proposes ``RunScheduled`` (run id ``job@instant``,
+  placed on a host); the worker on that host starts the process at the
+  instant on its own timer. The claim is in the log before anything starts,
+  so a restart or a new leader, which starts over from the table, neither
+  skips nor repeats an instant; the store refuses a second claim of the same
+  id in any case. A claim refused because the job was edited in between is
+  made again for the new version if the instant is still on its schedule; a
+  pause in between wins.
+* **Job changes** (create, update, pause, resume, delete) reach the core
+  through the replica's watch: the job is re-read from the table and its
+  heap entry replaced (counting from the change: nothing is "caught up"
+  because of an edit or a resume).
+* **Retries.** A run whose attempt ended retryably goes back to
+  ``scheduled`` with a ``retry_at``; at that time the leader claims the next
+  attempt (``reason="retry"``).
+* **Dependents.** When a run ``A@T`` ends, every job ``B`` with ``A`` in
+  its ``after`` gets its run ``B@T`` (same instant) claimed if it has none;
+  the worker then holds it until all of ``B``'s upstream runs at ``T``
+  ended, and starts or skips it (``_policy.upstream_gate``).
+* **Retention.** Every ``prune_interval`` the leader prunes the jobs that
+  have more ended runs than ``[jobs] keep_runs`` or runs older than
+  ``keep_days`` (``PruneRuns``), and queues the deletion of their logs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+import trio
+
+from dcrond.engine import _table
+from dcrond.engine._context import Context
+from dcrond.engine._policy import prune_limits
+from dcrond.engine._table import ScheduleRow
+from dcrond.errors import InvalidRequest
+from dcrond.schedule import parse
+from dcrond.scheduler import Due, JobTiming, SchedulerCore
+from dcrond.store import (
+    FINAL_STATES,
+    Applied,
+    PruneRuns,
+    Rejected,
+    RunScheduled,
+    make_run_id,
+)
+
+log = logging.getLogger("dcrond.engine")
+
+#: jobs loaded into the heap between two checkpoints (~2-5 ms of work)
+LOAD_CHUNK: Final = 500
+#: the longest the scheduler sleeps without looking at the wall clock again
+MAX_NAP: Final = 1.0
+#: how long a claim keeps trying when no leader takes it (the next leader claims it anyway)
+CLAIM_PATIENCE: Final = 5.0
+
+
+@final
+@dataclass(frozen=True, slots=True, order=True)
+class _RetryDue:
+    retry_at: int  #: ms
+    run_id: str
+    next_attempt: int
+    job: str
+    job_version: int
+    scheduled_at: int
+
+
+@final
+class Leader:
+    """Schedules runs while this node leads the log (see the module doc)."""
+
+    def __init__(self, ctx: Context, *, prune_interval: float) -> None:
+        self._ctx = ctx
+        self._prune_interval = prune_interval
+        self._actor = f"scheduler@{ctx.host}"
+        self._core: SchedulerCore | None = None
+        self._loaded = False
+        self._dirty: set[str] = set()
+        self._wake = trio.Event()
+        self._versions: dict[str, int] = {}
+        self._claimed: dict[str, int] = {}  #: job -> newest instant handed out (s)
+        self._retries: list[_RetryDue] = []
+        self._retry_wake = trio.Event()
+        self._ended: list[dict[str, Any]] = []
+        self._ended_wake = trio.Event()
+        self._prune: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+
+    # --- what the engine tells us (from the replica's watch; must be quick) -------------
+
+    @property
+    def leading(self) -> bool:
+        """This node schedules now."""
+        return self._core is not None
+
+    @property
+    def jobs(self) -> int:
+        """Jobs in the timer heap."""
+        return 0 if self._core is None else len(self._core)
+
+    def job_changed(self, name: str) -> None:
+        """A job was created, changed, paused, resumed or deleted."""
+        if self._core is not None:
+            self._dirty.add(name)
+            self._wake.set()
+
+    def run_ended(self, run: dict[str, Any]) -> None:
+        """An attempt ended or a run was skipped: maybe a retry, dependents, retention."""
+        if self._core is None:
+            return
+        if run["state"] == "scheduled" and run["retry_at"] is not None:
+            self._push_retry(
+                _RetryDue(
+                    _table.iso_ms(run["retry_at"]),
+                    run["id"],
+                    int(run["attempt"]) + 1,
+                    run["job"],
+                    int(run["job_version"]),
+                    _table.iso_ms(run["scheduled_at"]),
+                )
+            )
+        elif run["state"] in FINAL_STATES:
+            self._ended.append(run)
+            self._ended_wake.set()
+            self._prune.add(run["job"])
+
+    def restored(self) -> None:
+        """The table was replaced by a snapshot: start over from it."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()  # the loop in run() begins again
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Schedule while leading, forever (cancel to stop)."""
+        replica = self._ctx.replica
+        while True:
+            while not replica.is_leader():
+                await replica.wait_role_change()
+            term = replica.term
+            log.info("scheduler_leading term=%d", term)
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self._begin()
+                    nursery.start_soon(self._watch_leadership, term, nursery.cancel_scope)
+                    nursery.start_soon(self._load)
+                    nursery.start_soon(self._schedule_loop)
+                    nursery.start_soon(self._retry_loop)
+                    nursery.start_soon(self._dependents_loop)
+                    nursery.start_soon(self._retention_loop)
+            finally:
+                self._nursery = None
+                self._core = None
+            log.info("scheduler_stopped term=%d", term)
+
+    async def _watch_leadership(self, term: int, scope: trio.CancelScope) -> None:
+        replica = self._ctx.replica
+        while replica.is_leader() and replica.term == term:
+            await replica.wait_role_change()
+        scope.cancel()
+
+    def _begin(self) -> None:
+        store = self._ctx.store
+        self._core = SchedulerCore(grace=self._ctx.grace)
+        self._loaded = False
+        self._dirty.clear()
+        self._versions.clear()
+        self._claimed.clear()
+        self._retries = [
+            _RetryDue(r.retry_at, r.run_id, r.next_attempt, r.job, r.job_version, r.scheduled_at)
+            for r in _table.waiting_retries(store)
+        ]
+        heapq.heapify(self._retries)
+        self._ended.clear()
+        # dependents whose upstream ended while no leader claimed them
+        for job, upstream, created_at in _table.all_deps(store):
+            for run_id, at, state, reason in _table.newest_final_runs(store, upstream, 1):
+                if at >= created_at and _table.run_state(store, make_run_id(job, at)) is None:
+                    self._ended.append(
+                        {
+                            "id": run_id,
+                            "job": upstream,
+                            "state": state,
+                            "reason": reason,
+                            "at": at,
+                            "only": job,
+                        }
+                    )
+        limits = prune_limits(self._ctx.config.jobs.keep_runs, self._ctx.config.jobs.keep_days)
+        self._prune = set()
+        if limits is not None and limits[0] is not None:
+            self._prune.update(_table.jobs_over(store, limits[0]))
+
+    # --- claims on schedule ------------------------------------------------------------------
+
+    def _timing(self, row: ScheduleRow, now: int) -> JobTiming | None:
+        """What the core needs of a job; None if its schedule cannot be read on this host."""
+        try:
+            schedule = parse(row.schedule, row.timezone)
+        except InvalidRequest as exc:
+            log.error("job_unschedulable job=%s error=%r", row.name, str(exc))
+            return None
+        since = math.ceil(row.updated_at / 1000)
+        last = since - 1 if row.last_instant is None else row.last_instant // 1000
+        last = max(last, self._claimed.get(row.name, last))
+        catch_up, cap = "none", 0
+        if not row.paused and schedule.next_after(max(last, since - 1)) < now - self._ctx.grace:
+            found = _table.job_spec(self._ctx.store, row.name)  # only jobs that missed instants
+            if found is not None:
+                catch_up = found[1]["catch_up"]
+                cap = min(int(found[1]["catch_up_limit"]), self._ctx.config.jobs.catch_up_cap)
+        return JobTiming(
+            row.name,
+            schedule,
+            paused=row.paused,
+            catch_up=catch_up,  # type: ignore[arg-type]
+            catch_up_cap=cap,
+            last_instant=last,
+            since=since,
+        )
+
+    def _upsert(self, row: ScheduleRow, now: int) -> None:
+        core = self._core
+        assert core is not None
+        timing = self._timing(row, now)
+        self._versions[row.name] = row.version
+        if timing is None:
+            core.remove(row.name)
+        else:
+            core.upsert(timing, now)
+
+    async def _load(self) -> None:
+        store, clock = self._ctx.store, self._ctx.clock
+        after: str | None = None
+        started = trio.current_time()
+        count = 0
+        while True:
+            rows = _table.schedule_page(store, after, LOAD_CHUNK)
+            now = int(clock.now())
+            for row in rows:
+                self._upsert(row, now)
+            count += len(rows)
+            self._wake.set()
+            if len(rows) < LOAD_CHUNK:
+                break
+            after = rows[-1].name
+            await trio.lowlevel.checkpoint()
+        self._loaded = True
+        log.info("scheduler_loaded jobs=%d seconds=%.3f", count, trio.current_time() - started)
+
+    def _refresh_dirty(self) -> None:
+        if not self._dirty:
+            return
+        store, core = self._ctx.store, self._core
+        assert core is not None
+        now = int(self._ctx.clock.now())
+        names, self._dirty = self._dirty, set()
+        for name in sorted(names):
+            row = _table.schedule_row(store, name)
+            if row is None:
+                core.remove(name)
+                self._versions.pop(name, None)
+                self._claimed.pop(name, None)
+            else:
+                self._upsert(row, now)
+
+    async def _schedule_loop(self) -> None:
+        clock, lead = self._ctx.clock, self._ctx.lead_time
+        assert self._nursery is not None
+        while True:
+            self._refresh_dirty()
+            core = self._core
+            assert core is not None
+            deadline = core.next_deadline()
+            target = math.inf if deadline is None else deadline - lead
+            left = target - clock.now()
+            if left > 0:
+                wake = self._wake
+                with trio.move_on_after(min(left, MAX_NAP)):
+                    await wake.wait()
+                if wake.is_set():
+                    self._wake = trio.Event()
+                continue
+            assert deadline is not None
+            for due in core.due(deadline):
+                self._claimed[due.job] = max(due.instant, self._claimed.get(due.job, due.instant))
+                self._nursery.start_soon(self._claim, due)
+            await trio.lowlevel.checkpoint()
+
+    async def _claim(self, due: Due, *, again: bool = False) -> None:
+        ctx = self._ctx
+        version = self._versions.get(due.job)
+        if version is None:
+            return
+        cmd = RunScheduled(
+            **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
+            run_id=due.run_id,
+            job=due.job,
+            job_version=version,
+            scheduled_at=due.instant_ms,
+            host=ctx.place(due.job),
+            reason=due.reason,
+        )
+        result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+        if isinstance(result, Applied):
+            ctx.counters.claimed += 1
+            return
+        if not isinstance(result, Rejected) or result.code == "already_exists":
+            return
+        if result.code == "conflict" and "job_version" in result.message and not again:
+            # edited between our read and the claim: claim it for the new version if the
+            # instant is still on the (new) schedule; a pause wins
+            row = _table.schedule_row(ctx.store, due.job)
+            if row is not None and not row.paused:
+                try:
+                    on_schedule = parse(row.schedule, row.timezone).next_after(due.instant - 1)
+                except InvalidRequest:
+                    return
+                if on_schedule == due.instant:
+                    self._versions[due.job] = row.version
+                    await self._claim(due, again=True)
+            return
+        log.info("run_claim_refused run=%s: %s", due.run_id, result.message)
+
+    # --- retries ------------------------------------------------------------------------------
+
+    def _push_retry(self, item: _RetryDue) -> None:
+        heapq.heappush(self._retries, item)
+        self._retry_wake.set()
+
+    async def _retry_loop(self) -> None:
+        ctx = self._ctx
+        assert self._nursery is not None
+        while True:
+            if not self._retries:
+                self._retry_wake = trio.Event()
+                await self._retry_wake.wait()
+                continue
+            head = self._retries[0]
+            left = head.retry_at / 1000 - ctx.clock.now()
+            if left > 0:
+                wake = self._retry_wake = trio.Event()
+                with trio.move_on_after(min(left, MAX_NAP)):
+                    await wake.wait()
+                continue
+            heapq.heappop(self._retries)
+            self._nursery.start_soon(self._claim_retry, head)
+
+    async def _claim_retry(self, item: _RetryDue) -> None:
+        ctx = self._ctx
+        cmd = RunScheduled(
+            **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
+            run_id=item.run_id,
+            job=item.job,
+            job_version=item.job_version,
+            scheduled_at=item.scheduled_at,
+            host=ctx.place(item.job),
+            attempt=item.next_attempt,
+            reason="retry",
+        )
+        result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+        if isinstance(result, Applied):
+            ctx.counters.retries += 1
+            log.info("run_retry_claimed run=%s attempt=%d", item.run_id, item.next_attempt)
+        elif isinstance(result, Rejected):
+            log.info("run_retry_refused run=%s: %s", item.run_id, result.message)
+
+    # --- dependents ------------------------------------------------------------------------
+
+    async def _dependents_loop(self) -> None:
+        while True:
+            if not self._ended:
+                self._ended_wake = trio.Event()
+                await self._ended_wake.wait()
+                continue
+            ended, self._ended = self._ended, []
+            for run in ended:
+                await self._claim_dependents(run)
+
+    async def _claim_dependents(self, run: dict[str, Any]) -> None:
+        ctx, store = self._ctx, self._ctx.store
+        at = run["at"] if "at" in run else _table.iso_ms(run["scheduled_at"])
+        reason = (
+            run["reason"] if run["reason"] in ("schedule", "catch-up", "trigger") else "trigger"
+        )
+        jobs = [run["only"]] if "only" in run else _table.dependents(store, run["job"])
+        for job in jobs:
+            run_id = make_run_id(job, at)
+            if _table.run_state(store, run_id) is not None:
+                continue  # claimed already (by its own schedule, or another upstream)
+            found = _table.job_spec(store, job)
+            if found is None or found[1]["paused"]:
+                continue
+            cmd = RunScheduled(
+                **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
+                run_id=run_id,
+                job=job,
+                job_version=found[0],
+                scheduled_at=at,
+                host=ctx.place(job),
+                reason=reason,
+            )
+            result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+            if isinstance(result, Applied):
+                ctx.counters.dependents += 1
+                log.info("run_dependent_claimed run=%s after=%s", run_id, run["id"])
+
+    # --- retention -------------------------------------------------------------------------
+
+    async def _retention_loop(self) -> None:
+        ctx = self._ctx
+        limits = prune_limits(ctx.config.jobs.keep_runs, ctx.config.jobs.keep_days)
+        if limits is None:
+            return
+        keep, max_age = limits
+        while True:
+            await self.prune_once(keep, max_age)
+            await trio.sleep(self._prune_interval)
+
+    async def prune_once(self, keep: int | None, max_age: int | None) -> None:
+        """Prune every job over its limits now (a pass of the retention loop)."""
+        ctx, store = self._ctx, self._ctx.store
+        candidates: set[str] = set()
+        dirty, self._prune = self._prune, set()
+        if keep is not None:
+            candidates.update(j for j in dirty if _table.ended_count(store, j) > keep)
+        if max_age is not None:
+            cutoff = ctx.clock.now_ms() - max_age * 1000
+            candidates.update(_table.jobs_with_runs_before(store, cutoff))
+        for job in sorted(candidates):
+            more = True
+            while more:
+                cmd = PruneRuns(
+                    **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
+                    job=job,
+                    keep_count=keep,
+                    max_age=max_age,
+                )
+                result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+                if not isinstance(result, Applied):
+                    break
+                value = result.value
+                more = bool(value["more"])
+                if value["deleted"]:
+                    ctx.counters.pruned += int(value["deleted"])
+                    ctx.uploader.delete([str(p) for p in value["log_paths"]])
+                    log.info("runs_pruned job=%s runs=%d", job, value["deleted"])

@@ -1,0 +1,592 @@
+"""The worker: starts the attempts placed on this host at their instant and reports their end.
+
+Theory of operation
+-------------------
+Every node runs a worker. It learns of an attempt placed on its host from
+the applied ``RunScheduled`` (``arm``), or, after a restart, from the table
+(``recover``). One task per attempt then:
+
+1. reads the job **as of the claimed version** and prepares the ``RunSpec``
+   (fetching a script by sha256 through the blobs cache) *before* the
+   instant, so nothing slow is left for the instant itself;
+2. sleeps until ``SPIN`` before the instant (a first attempt starts at its
+   scheduled instant; a retry, trigger or catch-up run at once), checks
+   that the claim still stands (not killed, skipped or superseded), the
+   job's pause, a stale claim's catch-up policy, its dependencies, its
+   concurrency policy and a free slot (``[runner] slots``) -- waiting where
+   the rules say wait -- then busy-waits to the instant and starts the
+   process with no checkpoint in between (``LocalProcessRunner.run`` spawns
+   before its first checkpoint);
+3. proposes ``RunStarted`` in the background, supervises the attempt, and
+   when it ends writes its report (``RunFinished``: state, exit code or
+   signal, log key, truncation) to the durable *outbox*, queues the log's
+   upload, and proposes the report; the outbox record goes once committed.
+
+Every step is safe to cut off by a shutdown or crash: a claim not yet
+started stays ``scheduled`` in the table and is armed again; a running
+process is detached and re-adopted by the next daemon; a report not yet
+committed is proposed again from the outbox, and its log is uploaded from
+the queue. On start, ``recover`` closes what no process backs any more: a
+run the table says is running here with no process and no report is
+``lost`` (with whatever output its spool holds).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, final
+
+import trio
+
+from dcrond.engine import _table
+from dcrond.engine._context import Context, wait_any
+from dcrond.engine._journal import Journal
+from dcrond.engine._policy import concurrency, stale_claim, upstream_gate
+from dcrond.engine._table import Claim
+from dcrond.errors import InvalidRequest, StorageError
+from dcrond.runner import LocalProcessRunner, Outcome, RunHandle, RunResult, RunSpec
+from dcrond.store import (
+    Applied,
+    Rejected,
+    RunFinished,
+    RunLost,
+    RunSkipped,
+    RunStarted,
+    make_run_id,
+)
+from dcrond.store._blobs import log_key
+
+log = logging.getLogger("dcrond.engine")
+
+#: how long ``replace`` waits for the runs it stops before it looks again
+REPLACE_POLL = 1.0
+
+
+def _job_of(run_id: str) -> str:
+    return run_id.rpartition("@")[0]
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+@final
+class _Started(trio.TaskStatus[RunHandle]):
+    """Receives the runner's ``task_status.started(handle)`` on the attempt's own task."""
+
+    def __init__(self, on_started: Callable[[RunHandle], None]) -> None:
+        self._on_started = on_started
+
+    def started(self, value: RunHandle | None = None) -> None:
+        assert value is not None
+        self._on_started(value)
+
+
+@final
+class _Slots:
+    """``[runner] slots``: how many attempts run at once here, first come first served."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(1, total)
+        self.used = 0
+        self._freed = trio.Event()
+
+    def try_take(self) -> bool:
+        if self.used >= self.total:
+            return False
+        self.used += 1
+        return True
+
+    def force_take(self) -> None:
+        """Count a re-adopted attempt even beyond the limit (it runs already)."""
+        self.used += 1
+
+    def give(self) -> None:
+        self.used -= 1
+        self._freed.set()
+        self._freed = trio.Event()
+
+    def freed(self) -> trio.Event:
+        return self._freed
+
+
+@dataclass(slots=True)
+class _Pending:
+    claim: Claim
+    cancelled: bool = False
+
+
+@dataclass(slots=True)
+class _Live:
+    handle: RunHandle
+    job: str
+    reported: trio.Event = field(default_factory=trio.Event)  #: RunStarted settled
+
+
+@final
+class Worker:
+    """Runs the attempts placed on this host (see the module doc)."""
+
+    def __init__(self, ctx: Context, state_dir: Path) -> None:
+        self._ctx = ctx
+        self._outbox = Journal(state_dir / "reports")
+        self._notes = state_dir / "notes"
+        self._notes.mkdir(parents=True, exist_ok=True)
+        self._slots = _Slots(ctx.config.runner.slots)
+        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._live: dict[tuple[str, int], _Live] = {}
+        self._live_changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # --- wiring -----------------------------------------------------------------
+
+    def bind(self, nursery: trio.Nursery) -> None:
+        """Run attempts and reports in ``nursery`` from now on."""
+        self._nursery = nursery
+
+    def unbind(self) -> None:
+        """Stop accepting work (the engine is stopping)."""
+        self._nursery = None
+        self._pending.clear()
+        self._live.clear()
+
+    def _spawn(self, fn: Callable[..., Any], *args: object) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
+
+    # --- what the engine asks ------------------------------------------------------
+
+    def arm(self, claim: Claim) -> None:
+        """Start the task that runs a claimed attempt placed on this host (idempotent)."""
+        key = (claim.run_id, claim.attempt)
+        if self._nursery is None or key in self._pending or key in self._live:
+            return
+        self._pending[key] = _Pending(claim)
+        self._spawn(self._attempt, claim)
+
+    def cancel(self, run_id: str) -> bool:
+        """Make sure a claimed attempt of ``run_id`` that has not started never starts."""
+        found = False
+        for (rid, _attempt), pending in self._pending.items():
+            if rid == run_id:
+                pending.cancelled = True
+                found = True
+        return found
+
+    def is_live(self, run_id: str) -> bool:
+        """An attempt of ``run_id`` runs on this host now."""
+        return any(rid == run_id for rid, _ in self._live)
+
+    def live_spool(self, run_id: str, attempt: int) -> Path | None:
+        """The spool of a running attempt (its output so far), or None."""
+        live = self._live.get((run_id, attempt))
+        return None if live is None else live.handle.spool_path
+
+    def live_runs_of(self, job: str) -> list[str]:
+        """Runs of ``job`` with an attempt running on this host."""
+        return sorted({rid for (rid, _), live in self._live.items() if live.job == job})
+
+    @property
+    def armed(self) -> int:
+        """Claimed attempts waiting to start."""
+        return len(self._pending)
+
+    @property
+    def running(self) -> int:
+        """Attempts running on this host."""
+        return len(self._live)
+
+    @property
+    def unreported(self) -> int:
+        """Reports of ended attempts not yet committed (the outbox)."""
+        return len(self._outbox)
+
+    # --- one attempt ---------------------------------------------------------------
+
+    async def _attempt(self, claim: Claim) -> None:
+        key = (claim.run_id, claim.attempt)
+        try:
+            pending = self._pending[key]
+            await self._attempt_inner(claim, pending)
+        finally:
+            self._pending.pop(key, None)
+
+    async def _attempt_inner(self, claim: Claim, pending: _Pending) -> None:
+        ctx, store = self._ctx, self._ctx.store
+        spec = self._claimed_spec(claim)
+        if spec is None:
+            await self._skip(claim, f"job {claim.job!r} was deleted")
+            return
+        prepared: RunSpec | str
+        try:
+            prepared = await self._prepare(claim, spec)
+        except (InvalidRequest, StorageError, OSError) as exc:
+            prepared = f"could not prepare the attempt: {exc}"
+        start_at = claim.scheduled_at / 1000 if claim.attempt == 1 else 0.0
+        first_look = True
+        while True:
+            await ctx.clock.wake_before(start_at)
+            own = ctx.run_event(claim.run_id)
+            current = _table.current_attempt(store, claim.run_id)
+            if pending.cancelled or current != ("scheduled", claim.attempt, "scheduled", ctx.host):
+                return  # killed, skipped, lost or superseded meanwhile
+            job_now = _table.job_spec(store, claim.job)
+            if job_now is None:
+                await self._skip(claim, f"job {claim.job!r} was deleted")
+                return
+            if job_now[1]["paused"] and claim.reason in ("schedule", "catch-up"):
+                await self._skip(claim, f"job {claim.job!r} is paused")
+                return
+            if first_look:
+                first_look = False
+                stale = stale_claim(
+                    catch_up=spec["catch_up"],
+                    reason=claim.reason,
+                    attempt=claim.attempt,
+                    scheduled_at=claim.scheduled_at,
+                    now=ctx.clock.now_ms(),
+                    grace_ms=ctx.grace * 1000,
+                )
+                if stale is not None:
+                    await self._skip(claim, stale)
+                    return
+            ups = {
+                run_id: _table.run_state(store, run_id)
+                for run_id in (make_run_id(u, claim.scheduled_at) for u in spec["after"])
+            }
+            gate = upstream_gate(ups)
+            if gate.verdict == "skip":
+                await self._skip(claim, gate.reason)
+                return
+            if gate.verdict == "wait":
+                await wait_any([own, *(ctx.run_event(r) for r in gate.runs)])
+                continue
+            others = set(self.live_runs_of(claim.job))
+            others.update(r for r, _host in _table.running_of(store, claim.job))
+            rule = concurrency(spec["concurrency"], claim.run_id, sorted(others))
+            if rule.verdict == "skip":
+                await self._skip(claim, rule.reason)
+                return
+            if rule.verdict == "replace":
+                log.info("run_replacing run=%s stopping=%s", claim.run_id, ",".join(rule.runs))
+                for other in rule.runs:
+                    ctx.runner.kill(other)
+                changed = self._live_changed
+                await wait_any([own, changed, *(ctx.run_event(r) for r in rule.runs)], REPLACE_POLL)
+                continue
+            if not self._slots.try_take():
+                await wait_any([own, self._slots.freed()])
+                continue
+            if not ctx.clock.spin_until(start_at):
+                self._slots.give()
+                continue
+            break
+        await self._run(claim, prepared)
+
+    def _claimed_spec(self, claim: Claim) -> dict[str, Any] | None:
+        """The job's spec at the claimed version (None: the job is gone)."""
+        store = self._ctx.store
+        current = _table.job_spec(store, claim.job)
+        if current is None:
+            return None
+        version, spec = current
+        if version == claim.job_version:
+            return spec
+        return _table.version_spec(store, claim.job, claim.job_version) or spec
+
+    async def _prepare(self, claim: Claim, spec: dict[str, Any]) -> RunSpec:
+        """The RunSpec of the attempt; fetches the script (cached by sha256)."""
+        script: bytes | None = None
+        if spec.get("script"):
+            script = await self._ctx.blobs.get_script(str(spec["script"]["sha256"]))
+        user = spec.get("user")
+        default_user = self._ctx.config.runner.default_user
+        if user is None and default_user and os.geteuid() == 0:
+            user = default_user
+        runner_cfg = self._ctx.config.runner
+        return RunSpec(
+            run_id=claim.run_id,
+            attempt=claim.attempt,
+            command=spec.get("command"),
+            script=script,
+            interpreter=spec.get("interpreter") or "sh",
+            args=tuple(spec.get("args") or ()),
+            env=dict(spec.get("env") or {}),
+            working_dir=spec.get("working_dir"),
+            user=user,
+            timeout=spec.get("timeout"),
+            kill_grace=runner_cfg.kill_grace_s,
+            output_cap=runner_cfg.output_cap_bytes,
+        )
+
+    async def _run(self, claim: Claim, prepared: RunSpec | str) -> None:
+        """Start the attempt now (a slot is taken), supervise it, report its end."""
+        ctx = self._ctx
+        key = (claim.run_id, claim.attempt)
+        if isinstance(prepared, str):
+            self._slots.give()
+            await self._fail_unstarted(claim, prepared)
+            return
+        live: _Live | None = None
+
+        def on_started(handle: RunHandle) -> None:
+            nonlocal live
+            live = _Live(handle, claim.job)
+            self._live[key] = live
+            self._live_touched()
+            ctx.counters.started += 1
+            ctx.counters.lag((handle.started_at - claim.scheduled_at / 1000) * 1000)
+            self._spawn(self._report_started, claim.run_id, claim.attempt, handle, live.reported)
+
+        try:
+            result = await ctx.runner.run(prepared, task_status=_Started(on_started))
+        except (InvalidRequest, OSError) as exc:  # nothing started (an unknown user, say)
+            await self._fail_unstarted(claim, str(exc))
+            return
+        finally:
+            self._slots.give()
+            if self._live.pop(key, None) is not None:
+                self._live_touched()
+        reported = live.reported if live is not None else None
+        await self._report_end(claim.job, result, reported)
+
+    def _live_touched(self) -> None:
+        self._live_changed.set()
+        self._live_changed = trio.Event()
+
+    # --- reports --------------------------------------------------------------------
+
+    async def _report_started(
+        self, run_id: str, attempt: int, handle: RunHandle, done: trio.Event
+    ) -> None:
+        ctx = self._ctx
+        try:
+            cmd = RunStarted(
+                **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
+                run_id=run_id,
+                attempt=attempt,
+                host=ctx.host,
+                pid=handle.pid,
+                started_at=_ms(handle.started_at),
+            )
+            result = await ctx.propose(cmd, patience=30.0)
+            if isinstance(result, Rejected):
+                log.info(
+                    "run_started_refused run=%s attempt=%d: %s", run_id, attempt, result.message
+                )
+        finally:
+            done.set()
+
+    async def _report_end(
+        self,
+        job: str,
+        result: RunResult,
+        started: trio.Event | None,
+        *,
+        began: bool = True,
+    ) -> None:
+        """Keep the report in the outbox, queue the log, then commit the report.
+
+        ``began`` False: the attempt's start time is unknown (or it never
+        started), so the report carries none.
+        """
+        spool = result.spool_path
+        has_log = spool.exists()
+        key = log_key(job, result.run_id, result.attempt) if has_log else None
+        record: dict[str, Any] = {
+            "run_id": result.run_id,
+            "attempt": result.attempt,
+            "state": str(result.state),
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "started_at": _ms(result.started_at) if began else None,
+            "finished_at": max(_ms(result.finished_at), _ms(result.started_at)),
+            "log_path": key,
+            "truncated": result.truncated,
+            "spool": str(spool) if has_log else None,
+        }
+        seq = self._outbox.add(record)
+        if key is not None:
+            self._ctx.uploader.put(key, spool)
+        if started is not None:
+            await started.wait()  # RunStarted goes first in the log
+        await self._send_report(seq, record)
+
+    async def _send_report(self, seq: int, record: dict[str, Any]) -> None:
+        ctx = self._ctx
+        cmd = RunFinished(
+            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
+            run_id=record["run_id"],
+            attempt=record["attempt"],
+            state=record["state"],
+            exit_code=record["exit_code"],
+            signal=record["signal"],
+            started_at=record["started_at"],
+            finished_at=record["finished_at"],
+            log_path=record["log_path"],
+            truncated=record["truncated"],
+        )
+        result = await ctx.propose(cmd)
+        if isinstance(result, Applied):
+            ctx.counters.finished += 1
+            if record["state"] == "lost":
+                ctx.counters.lost += 1
+            log.info(
+                "run_finished run=%s attempt=%d state=%s exit=%s signal=%s",
+                record["run_id"],
+                record["attempt"],
+                record["state"],
+                record["exit_code"],
+                record["signal"],
+            )
+        elif isinstance(result, Rejected):
+            # already recorded (a report sent again after a restart), or the run moved on
+            log.info("run_finished_refused run=%s: %s", record["run_id"], result.message)
+        self._outbox.remove(seq)
+
+    async def _fail_unstarted(self, claim: Claim, message: str) -> None:
+        """End an attempt that could not be started as failed, with the reason as its log."""
+        now = self._ctx.clock.now()
+        note = self._notes / f"{claim.run_id.replace('/', '_')}.{claim.attempt}.log"
+        note.write_bytes(f"[dcrond: the attempt could not start: {message}]\n".encode())
+        log.warning("run_start_failed run=%s attempt=%d: %s", claim.run_id, claim.attempt, message)
+        await self._report_end(
+            claim.job,
+            RunResult(
+                run_id=claim.run_id,
+                attempt=claim.attempt,
+                state=Outcome.FAILED,
+                exit_code=None,
+                signal=None,
+                started_at=now,
+                finished_at=now,
+                output_bytes=0,
+                discarded_bytes=0,
+                truncated=False,
+                spool_path=note,
+            ),
+            None,
+            began=False,
+        )
+
+    async def _skip(self, claim: Claim, reason: str) -> None:
+        ctx = self._ctx
+        cmd = RunSkipped(
+            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
+            run_id=claim.run_id,
+            reason=reason,
+        )
+        result = await ctx.propose(cmd, patience=30.0)
+        if isinstance(result, Applied):
+            ctx.counters.skipped += 1
+            log.info("run_skipped run=%s reason=%r", claim.run_id, reason)
+
+    # --- restart recovery ---------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Pick up what a previous daemon left: reports, processes, claims (see module doc)."""
+        ctx, store = self._ctx, self._ctx.store
+        done: set[tuple[str, int]] = set()
+        for seq, record in self._outbox.items():
+            key = (str(record["run_id"]), int(record["attempt"]))
+            done.add(key)
+            spool, log_path = record.get("spool"), record.get("log_path")
+            if (
+                spool
+                and log_path
+                and ctx.uploader.pending_source(log_path) is None
+                and os.path.exists(spool)
+            ):  # the upload was not queued before the stop
+                ctx.uploader.put(log_path, Path(spool))
+            self._spawn(self._send_report, seq, record)
+        for found in ctx.runner.recover():
+            key = (found.run_id, found.attempt)
+            done.add(key)
+            job = _job_of(found.run_id)
+            if found.handle is not None:
+                self._adopt(job, found.handle)
+            elif found.result is not None:
+                self._spawn(self._report_end, job, found.result, None)
+        for run_id, attempt in _table.running_on(store, ctx.host):
+            if (run_id, attempt) not in done:
+                done.add((run_id, attempt))
+                self._spawn(self._report_lost, run_id, attempt)
+        for claim in _table.claims_on(store, ctx.host):
+            if (claim.run_id, claim.attempt) not in done:
+                self.arm(claim)
+
+    def recover_claims(self) -> None:
+        """Arm every claim placed here that is not armed yet (after a snapshot restore)."""
+        for claim in _table.claims_on(self._ctx.store, self._ctx.host):
+            self.arm(claim)
+
+    def _adopt(self, job: str, handle: RunHandle) -> None:
+        key = (handle.run_id, handle.attempt)
+        live = _Live(handle, job)
+        self._live[key] = live
+        self._live_touched()
+        self._slots.force_take()
+        self._ctx.counters.adopted += 1
+        log.info("run_adopted run=%s attempt=%d pid=%d", handle.run_id, handle.attempt, handle.pid)
+        current = _table.current_attempt(self._ctx.store, handle.run_id)
+        if current is not None and current[1] == handle.attempt and current[2] == "scheduled":
+            self._spawn(self._report_started, handle.run_id, handle.attempt, handle, live.reported)
+        else:
+            live.reported.set()
+        self._spawn(self._watch_adopted, job, live)
+
+    async def _watch_adopted(self, job: str, live: _Live) -> None:
+        key = (live.handle.run_id, live.handle.attempt)
+        try:
+            result = await self._ctx.runner.supervise(live.handle)
+        finally:
+            self._slots.give()
+            if self._live.pop(key, None) is not None:
+                self._live_touched()
+        await self._report_end(job, result, live.reported)
+
+    async def _report_lost(self, run_id: str, attempt: int) -> None:
+        """A run the table says runs here, that no process or report backs: lost."""
+        ctx = self._ctx
+        reason = "dcrond restarted and found no process or exit status for this attempt"
+        runner = ctx.runner
+        spool = (
+            runner.spool_path(run_id, attempt) if isinstance(runner, LocalProcessRunner) else None
+        )
+        if spool is not None and spool.exists():
+            now = ctx.clock.now()
+            with spool.open("ab") as f:
+                f.write(f"\n[dcrond: {reason}]\n".encode())
+            await self._report_end(
+                _job_of(run_id),
+                RunResult(
+                    run_id=run_id,
+                    attempt=attempt,
+                    state=Outcome.LOST,
+                    exit_code=None,
+                    signal=None,
+                    started_at=now,
+                    finished_at=now,
+                    output_bytes=0,
+                    discarded_bytes=0,
+                    truncated=False,
+                    spool_path=spool,
+                ),
+                None,
+                began=False,
+            )
+            return
+        cmd = RunLost(
+            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
+            run_id=run_id,
+            attempt=attempt,
+            reason=reason,
+        )
+        result = await ctx.propose(cmd)
+        if isinstance(result, Applied):
+            ctx.counters.lost += 1
+            log.warning("run_lost run=%s attempt=%d", run_id, attempt)
