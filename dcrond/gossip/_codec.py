@@ -20,7 +20,7 @@ Decoding is the trust boundary: it takes whatever msgpack produced from a
 peer's bytes and returns well-typed values or raises
 :class:`~dcrond.errors.ProtocolError` -- never another exception. Ints are
 ``int`` (not ``bool``) within range, names are non-empty strings of at most
-``MAX_NAME`` characters, ports are 1..65535, enums are known values, tags
+``MAX_NAME`` bytes of UTF-8, ports are 1..65535, enums are known values, tags
 are unique, a meta block encodes within ``MAX_META_BYTES``. Arrays arrive as
 lists; tuples are accepted too.
 
@@ -32,7 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NoReturn
 
-from dcrond._wire import dumps, loads
+import msgpack
+
 from dcrond.errors import InvalidRequest, ProtocolError
 from dcrond.gossip._types import (
     Ack,
@@ -50,6 +51,7 @@ from dcrond.gossip._types import (
 )
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
     "MAX_META_BYTES",
     "MAX_NAME",
     "PACKET_OVERHEAD",
@@ -66,13 +68,15 @@ __all__ = [
 
 WIRE_VERSION: Final = 1
 MAX_NAME: Final = 128
-"""Longest member name, in characters."""
+"""Longest member name (and tag key), in UTF-8 bytes."""
 MAX_HOST: Final = 255
 MAX_META_BYTES: Final = 512
 """Largest encoded ``NodeMeta``: an Alive always fits one packet."""
 MAX_INT: Final = (1 << 63) - 1
 MAX_TAGS: Final = 64
 MAX_STATE_ENTRIES: Final = 100_000
+MAX_MESSAGE_BYTES: Final = 1020
+"""No valid message encodes larger (an Alive with the longest name, host and meta: ~915)."""
 PACKET_OVERHEAD: Final = 4
 """Bytes a packet adds to its messages: an array header (3 at most) and the version."""
 
@@ -81,6 +85,22 @@ _STATES: Final = {int(s): s for s in MemberState}
 
 
 # --- encoding -----------------------------------------------------------------
+#
+# msgpack directly rather than through ``dcrond._wire``, which also holds the
+# trio stream layer: the core imports this module and must stay pure.
+
+
+def dumps(obj: object) -> bytes:
+    """msgpack bytes of ``obj`` (arrays, strings, ints, bools only here)."""
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def loads(data: bytes | bytearray | memoryview) -> Any:
+    """One msgpack object from ``data``; ProtocolError if it is not exactly that."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises a zoo of types; the peer's fault
+        raise ProtocolError(f"not msgpack: {type(exc).__name__}") from None
 
 
 def _meta(m: NodeMeta) -> list[Any]:
@@ -156,9 +176,13 @@ def _int(v: Any, what: str, hi: int = MAX_INT, lo: int = 0) -> int:
 
 
 def _str(v: Any, what: str, limit: int, *, empty: bool = False) -> str:
-    if type(v) is not str or len(v) > limit or (not v and not empty):
-        _bad(f"{what} must be a {'' if empty else 'non-empty '}string of <= {limit} chars")
-    return v
+    try:
+        size = len(v.encode()) if type(v) is str else -1
+    except UnicodeEncodeError:
+        size = -1
+    if size < 0 or size > limit or (not size and not empty):
+        _bad(f"{what} must be a {'' if empty else 'non-empty '}string of <= {limit} UTF-8 bytes")
+    return v  # type: ignore[no-any-return]
 
 
 def _name(v: Any, what: str = "name") -> str:

@@ -65,7 +65,12 @@ from collections.abc import Iterable, Sequence
 from typing import Final, Protocol, final
 
 from dcrond.gossip._broadcast import BroadcastQueue
-from dcrond.gossip._codec import PACKET_OVERHEAD, check_identity, message_size
+from dcrond.gossip._codec import (
+    MAX_MESSAGE_BYTES,
+    PACKET_OVERHEAD,
+    check_identity,
+    message_size,
+)
 from dcrond.gossip._health import Awareness, Suspicion, suspicion_bounds
 from dcrond.gossip._types import (
     Ack,
@@ -198,8 +203,8 @@ class GossipCore:
         Raises InvalidRequest if the name, address or meta cannot be gossiped.
         """
         check_identity(name, address, meta)
-        if config.packet_bytes < 600:
-            raise ValueError("packet_bytes must be at least 600 (an Alive must fit)")
+        if config.packet_bytes < PACKET_OVERHEAD + MAX_MESSAGE_BYTES:
+            raise ValueError(f"packet_bytes must be at least {PACKET_OVERHEAD + MAX_MESSAGE_BYTES}")
         if config.probe_interval <= 0 or config.probe_timeout <= 0 or config.gossip_interval <= 0:
             raise ValueError("intervals and timeouts must be positive")
         if config.probe_timeout >= config.probe_interval:

@@ -43,7 +43,14 @@ import trio
 
 from dcrond._wire import FrameStream
 from dcrond.errors import DcronError, InvalidRequest, ProtocolError
-from dcrond.gossip._codec import decode_packet, decode_state, encode_packet, encode_state
+from dcrond.gossip._codec import (
+    MAX_MESSAGE_BYTES,
+    PACKET_OVERHEAD,
+    decode_packet,
+    decode_state,
+    encode_packet,
+    encode_state,
+)
 from dcrond.gossip._core import GossipCore
 from dcrond.gossip._seal import PLAINTEXT, Sealer
 from dcrond.gossip._types import (
@@ -112,7 +119,7 @@ class GossipNode:
         self._port = port
         self._advertise = advertise
         base = config or GossipConfig()
-        if base.packet_bytes - sealer.overhead < 600:
+        if base.packet_bytes - sealer.overhead < PACKET_OVERHEAD + MAX_MESSAGE_BYTES:
             raise ValueError("packet_bytes leaves too little room after sealing")
         self._config = replace(base, packet_bytes=base.packet_bytes - sealer.overhead)
         self._sealer = sealer
