@@ -285,6 +285,7 @@ class Worker:
                 self._slots.give()
                 continue
             break
+        self._pending.pop((claim.run_id, claim.attempt), None)  # from here on it is live
         await self._run(claim, prepared)
 
     def _claimed_spec(self, claim: Claim) -> dict[str, Any] | None:

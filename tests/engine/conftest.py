@@ -113,11 +113,11 @@ class Node:
                 return out
 
 
-def make_config(tmp: Path, **jobs: Any) -> Config:
-    """The node's configuration: data in ``tmp``, a short kill grace."""
+def make_config(tmp: Path, jobs: dict[str, Any], runner: dict[str, Any]) -> Config:
+    """The node's configuration: data in ``tmp``, a short kill grace, then the test's changes."""
     return Config(
         node=NodeConfig(name=HOST, data_dir=str(tmp)),
-        runner=RunnerConfig(slots=64, kill_grace_s=1.0),
+        runner=dataclasses.replace(RunnerConfig(slots=64, kill_grace_s=1.0), **runner),
         jobs=dataclasses.replace(JobsConfig(), **jobs),
     )
 
@@ -129,10 +129,11 @@ async def start_node(
     *,
     storage: str | None = None,
     jobs: dict[str, Any] | None = None,
+    runner: dict[str, Any] | None = None,
     **engine_options: Any,
 ) -> AsyncIterator[Node]:
     """Run a node in ``tmp`` until the block ends (then shut its engine down)."""
-    config = make_config(tmp, **(jobs or {}))
+    config = make_config(tmp, jobs or {}, runner or {})
     url = storage or (tmp / "objects").as_uri()
     async with local_replica(tmp / "raft", wall_clock=wall) as replica:
         runner = LocalProcessRunner(

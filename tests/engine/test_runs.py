@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import os
+import pwd
 from pathlib import Path
 
 import trio
 
 from dcrond.engine._table import iso_ms
+from dcrond.store import PauseJob
 from tests.engine.conftest import Wall, start_node
 
 
@@ -150,3 +153,65 @@ async def test_a_dependent_runs_after_its_upstream_succeeds_and_is_skipped_when_
         assert dep["state"] == "skipped"
         assert dep["message"] == f"upstream run {up['id']} ended failed"
         assert node.engine.statistics().dependents == 2
+
+
+async def test_slots_bound_the_attempts_running_at_once_and_a_waiting_run_can_be_killed(
+    node_dir: Path, wall: Wall
+) -> None:
+    async with start_node(node_dir, wall, runner={"slots": 1}) as node:
+        await node.create("hog", schedule="@yearly", command="sleep 30")
+        await node.create("next", schedule="@yearly", command="true")
+        hog = await node.engine.trigger("hog", actor="alice")
+        await node.until(lambda: node.run(hog["id"])["state"] == "running")
+        waiting = await node.engine.trigger("next", actor="alice")
+        await trio.sleep(0.3)
+        assert node.run(waiting["id"])["state"] == "scheduled"  # no free slot
+        assert node.engine.statistics().armed == 1
+        killed = await node.engine.kill(waiting["id"], actor="bob")
+        assert killed["state"] == "killed"
+        assert killed["attempts"][0]["started_at"] is None  # it never started
+        queued = await node.engine.trigger("next", actor="alice")
+        await node.engine.kill(hog["id"], actor="bob")  # frees the slot
+        assert (await node.until_final(queued["id"]))["state"] == "succeeded"
+
+
+async def test_killing_a_run_that_waits_for_its_retry_cancels_the_retry(
+    node_dir: Path, wall: Wall
+) -> None:
+    async with start_node(node_dir, wall) as node:
+        await node.create("flaky", schedule="@yearly", command="exit 1", retries=5, backoff=60)
+        run = await node.engine.trigger("flaky", actor="alice")
+        await node.until(lambda: node.run(run["id"])["retry_at"] is not None)
+        ended = await node.engine.kill(run["id"], actor="bob")
+        assert ended["state"] == "skipped"
+        assert ended["message"] == "killed by bob while waiting for a retry"
+        assert len(ended["attempts"]) == 1
+
+
+async def test_a_script_job_runs_the_stored_script_as_the_default_user(
+    node_dir: Path, wall: Wall
+) -> None:
+    async with start_node(node_dir, wall, runner={"default_user": "nobody"}) as node:
+        body = b'print("from python", __import__("os").getuid())\n'
+        sha = await node.blobs.put_script(body)
+        await node.create(
+            "py", schedule="@yearly", script={"sha256": sha, "size": len(body)},
+            interpreter="python3",
+        )  # fmt: skip
+        run = await node.engine.trigger("py", actor="alice")
+        assert (await node.until_final(run["id"]))["state"] == "succeeded"
+        nobody = pwd.getpwnam("nobody").pw_uid if os.geteuid() == 0 else os.geteuid()
+        assert await node.log(run["id"]) == f"from python {nobody}\n".encode()
+
+
+async def test_a_pause_between_the_claim_and_the_instant_skips_the_run(
+    node_dir: Path, wall: Wall
+) -> None:
+    # a long lead time, so the pause lands after the claim and before the instant
+    async with start_node(node_dir, wall, lead_time=0.8) as node:
+        await node.create("pausable")
+        claimed = await node.until(lambda: node.runs("pausable"))
+        await node.replica.propose(PauseJob(**node.replica.stamp("test"), name="pausable"))  # type: ignore[arg-type]
+        skipped = await node.until_final(claimed[0]["id"])
+        assert skipped["state"] == "skipped"
+        assert skipped["message"] == "job 'pausable' is paused"
