@@ -136,18 +136,16 @@ async def start_node(
     config = make_config(tmp, jobs or {}, runner or {})
     url = storage or (tmp / "objects").as_uri()
     async with local_replica(tmp / "raft", wall_clock=wall) as replica:
-        runner = LocalProcessRunner(
+        procs = LocalProcessRunner(
             tmp / "work", wall_clock=wall, daemon_env={"PATH": os.environ.get("PATH", "/bin")}
         )
         blobs = Blobs(url, cache_dir=tmp / "cache")
         engine_options.setdefault("upload_retry", (0.05, 0.2))
-        engine = Engine(
-            replica, runner, blobs, config, host=HOST, wall_clock=wall, **engine_options
-        )
+        engine = Engine(replica, procs, blobs, config, host=HOST, wall_clock=wall, **engine_options)
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run)
             try:
-                yield Node(tmp, wall, replica, runner, blobs, engine, config)
+                yield Node(tmp, wall, replica, procs, blobs, engine, config)
             finally:
                 await engine.shutdown()
 
