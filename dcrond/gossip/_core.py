@@ -301,6 +301,11 @@ class GossipCore:
         others = sorted(self._members)
         return (self.myself(), *(self._members[n].snapshot() for n in others))
 
+    def suspicion_deadline(self, name: str) -> float | None:
+        """When a suspect member will be declared dead unless it refutes (None: not suspect)."""
+        s = self._suspicions.get(name)
+        return None if s is None else s.deadline
+
     def estimated_size(self) -> int:
         """Members believed alive or suspect, ourselves included."""
         return self._counts[_ALIVE] + self._counts[_SUSPECT]
