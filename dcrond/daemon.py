@@ -1,8 +1,10 @@
 """``dcrond``: the daemon every host runs.
 
-Today it runs one Raft member (a one-voter cluster unless configured
-otherwise) and serves the RPC surface ``dcronctl`` uses. The job table,
-scheduler and runner plug into the same node as they land.
+It runs one Raft member (a one-voter cluster until the cluster issue lands)
+whose state machine is the job table (``ReplicatedTable`` over ``JobStore``),
+the engine (scheduler on the leader, runner on every node) on top of it,
+and the RPC server ``dcronctl`` talks to (``Service``). With no config it
+keeps everything in a local data folder and listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -14,45 +16,26 @@ import random
 import signal
 import socket
 import sys
-from typing import Any, final
+from typing import final
 
 import trio
 
 from dcrond import __version__
 from dcrond.config import Config, load_config, parse_address
-from dcrond.errors import ConfigError
-from dcrond.raft._node import RaftNode, open_node
-from dcrond.raft._storage import LogStorage
-from dcrond.raft._transport import RaftTransport
-from dcrond.raft._types import Config as RaftCoreConfig
-from dcrond.raft._types import ConfState, Entry
+from dcrond.engine import Engine
+from dcrond.errors import ConfigError, StorageError
+from dcrond.raft import Config as RaftCoreConfig
+from dcrond.raft import ConfState, LogStorage, RaftTransport, open_node
+from dcrond.replica import Replica, ReplicatedTable
 from dcrond.rpc import RpcServer
+from dcrond.runner import LocalProcessRunner
+from dcrond.service import Service
+from dcrond.store import JobStore
+from dcrond.store._blobs import Blobs
 
 log = logging.getLogger("dcrond")
 
 EX_CONFIG = 78
-
-
-@final
-class AppliedIndex:
-    """The replicated state before the job table exists: it only counts applied entries."""
-
-    def __init__(self) -> None:
-        self._applied = 0
-
-    def apply(self, entry: Entry) -> object:
-        self._applied = entry.index
-        return None
-
-    def snapshot(self) -> bytes:
-        return b""
-
-    def restore(self, data: bytes, index: int) -> None:
-        self._applied = index
-
-    @property
-    def applied_index(self) -> int:
-        return self._applied
 
 
 @final
@@ -85,87 +68,69 @@ def notify(state: str) -> None:
             log.warning("sd_notify_failed reason=%r", str(exc))
 
 
-def _handlers(node: RaftNode, config: Config) -> dict[str, Any]:
-    async def cluster_status(params: dict[str, Any]) -> Any:
-        st = node.statistics()
-        return {
-            "cluster": config.cluster.name,
-            "node": st.node_id,
-            "role": st.role.name.lower(),
-            "leader": st.leader,
-            "term": st.term,
-            "commit_index": st.commit_index,
-            "applied_index": st.applied_index,
-            "last_index": st.last_index,
-            "voters": list(st.voters),
-            "learners": list(st.learners),
-            "version": __version__,
-        }
-
-    async def node_list(params: dict[str, Any]) -> Any:
-        st = node.statistics()
-        return [
-            {
-                "name": member,
-                "state": "alive" if member == st.node_id else "unknown",
-                "raft_role": (
-                    st.role.name.lower()
-                    if member == st.node_id
-                    else ("leader" if member == st.leader else "voter")
-                ),
-                "version": __version__ if member == st.node_id else None,
-            }
-            for member in sorted({*st.voters, *st.learners, st.node_id})
-        ]
-
-    return {"cluster.status": cluster_status, "node.list": node_list}
-
-
 async def serve(config: Config) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     data = config.data_path
     data.mkdir(parents=True, exist_ok=True)
     name = config.node.name
+    store = JobStore.open(data / "jobs.db")
     storage = LogStorage.open(data / "raft.db", sync=config.raft.fsync)
-    transport = RaftTransport(
-        name, config.cluster.name, parse_address(config.raft.listen, "raft.listen"), {}
-    )
-    node = open_node(
-        name,
-        storage,
-        transport,
-        AppliedIndex(),
-        bootstrap=ConfState(voters=frozenset([name])),
-        config=RaftCoreConfig(election_ticks=config.raft.election_ticks, send_appends_early=True),
-        rng=random.Random(),
-        tick_seconds=config.raft.tick_ms / 1000,
-        snapshot_entries=config.raft.snapshot_entries,
-    )
-    server = RpcServer(_handlers(node, config))
     try:
+        table = ReplicatedTable(store)
+        transport = RaftTransport(
+            name, config.cluster.name, parse_address(config.raft.listen, "raft.listen"), {}
+        )
+        node = open_node(
+            name,
+            storage,
+            transport,
+            table,
+            bootstrap=ConfState(voters=frozenset([name])),
+            config=RaftCoreConfig(
+                election_ticks=config.raft.election_ticks, send_appends_early=True
+            ),
+            rng=random.Random(),
+            tick_seconds=config.raft.tick_ms / 1000,
+            snapshot_entries=config.raft.snapshot_entries,
+        )
+        replica = Replica(node, table, name=name)
+        blobs = Blobs(config.storage_url, cache_dir=config.cache_path)
+        try:
+            await blobs.check()
+        except StorageError as exc:
+            log.error("storage_unavailable url=%s error=%r", config.storage_url, str(exc))
+        runner = LocalProcessRunner(data / "runs", daemon_env=dict(os.environ))
+        engine = Engine(replica, runner, blobs, config, host=name)
+        service = Service(replica, engine, blobs, config)
+        server = RpcServer(service.handlers())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(node.run)
                 if node.core.conf.voters == {name}:
                     await node.campaign()
+                await nursery.start(engine.run)
                 host, port = parse_address(config.api.listen, "api.listen")
                 bound = await nursery.start(server.serve_tcp, host, port)
                 log.info(
-                    "dcrond_started node=%s api=%s:%d data=%s config=%s",
+                    "dcrond_started node=%s api=%s:%d data=%s storage=%s config=%s",
                     name,
                     bound[0],
                     bound[1],
                     data,
+                    config.storage_url,
                     config.source,
                 )
                 notify(f"READY=1\nSTATUS=serving on {bound[0]}:{bound[1]}")
                 async for signum in signals:
                     log.info("dcrond_stopping signal=%s", signal.Signals(signum).name)
                     notify("STOPPING=1")
+                    with trio.move_on_after(30):
+                        await engine.shutdown()
                     nursery.cancel_scope.cancel()
                     break
     finally:
         storage.close()
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

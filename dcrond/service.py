@@ -63,6 +63,8 @@ class RunEngine(Protocol):
 
     def upcoming(self, name: str, n: int) -> list[int]: ...
 
+    def annotate(self, run: dict[str, Any]) -> dict[str, Any]: ...
+
 
 class _Params:
     """Typed access to one request's params; refuses missing, mistyped and unknown keys."""
@@ -242,14 +244,15 @@ class Service:
         p = _Params("run.list", params, ("job", "state", "limit", "stale"))
         limit = p.integer("limit", 50, 1, 10_000)
         await self._fresh(p)
-        return self.replica.store.list_runs(
+        runs = self.replica.store.list_runs(
             job=p.text("job", required=False), state=p.text("state", required=False), limit=limit
         )
+        return [self.engine.annotate(run) for run in runs]
 
     async def run_get(self, params: dict[str, Any]) -> Any:
         p = _Params("run.get", params, ("id", "stale"))
         await self._fresh(p)
-        return self.replica.store.get_run(p.name("id"))
+        return self.engine.annotate(self.replica.store.get_run(p.name("id")))
 
     async def run_logs(self, params: dict[str, Any]) -> Any:
         p = _Params("run.logs", params, ("id", "offset", "wait"))

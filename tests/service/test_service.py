@@ -41,6 +41,9 @@ class _Engine:
     def upcoming(self, name: str, n: int) -> list[int]:
         return [60_000 * (i + 1) for i in range(n)]
 
+    def annotate(self, run: dict[str, Any]) -> dict[str, Any]:
+        return run
+
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
