@@ -247,3 +247,38 @@ def test_a_restart_with_a_run_in_flight_leaves_nothing_running_and_catches_up(
     missed = [t for t in instants if stopped_at < t < restarted_at - 6]
     assert len(missed) == 1, f"catch-up 'latest' ran {missed} of the missed instants"
     assert all(r["state"] in FINAL | {"running", "scheduled"} for r in runs)
+
+
+def test_a_script_job_runs_its_pinned_version_and_keeps_non_utf8_output_exact(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    script = tmp_path / "emit.py"
+    script.write_text(
+        "import sys\nsys.stdout.buffer.write(b'v1 \\xff\\xfe raw\\n')\n", encoding="utf-8"
+    )
+    job = daemon.json(
+        "job", "create", "emit", "--schedule", "@yearly", "--script", str(script),
+        "--interpreter", "python",
+    )  # fmt: skip
+    assert job["script"]["size"] == script.stat().st_size
+    run = daemon.json("job", "trigger", "emit", "--wait")
+    assert run["state"] == "succeeded"
+
+    def logs(run_id: str) -> bytes:
+        return subprocess.run(
+            [sys.executable, "-m", "dcrond.ctl", "run", "logs", run_id],
+            capture_output=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "DCRON_ENDPOINT": daemon.endpoint},
+        ).stdout
+
+    assert logs(run["id"]) == b"v1 \xff\xfe raw\n"
+    # editing the file changes nothing until the job is updated: the version pins the hash
+    script.write_text("print('v2')\n", encoding="utf-8")
+    second = daemon.json("job", "trigger", "emit", "--wait")
+    assert logs(second["id"]).startswith(b"v1")
+    updated = daemon.json("job", "update", "emit", "--script", str(script))
+    assert updated["script"]["sha256"] != job["script"]["sha256"]
+    third = daemon.json("job", "trigger", "emit", "--wait")
+    assert daemon.ok("run", "logs", third["id"]) == "v2\n"
