@@ -4,6 +4,9 @@
 seeds simulate 3 nodes, odd seeds 5); ``--sim-seconds`` how long each run's
 fault phase lasts in simulated time. A failing run prints the exact command
 that replays it, e.g. ``pytest tests/raft/test_sim.py --sim-seeds=1234:1 -x``.
+
+``--gossip-seeds=START:COUNT`` does the same for the gossip simulator's
+randomized property runs (``tests/gossip/test_sim.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import pytest
 #: the default: 300 runs (150 with 3 nodes, 150 with 5) of 60 simulated seconds each
 DEFAULT_SIM_SEEDS = "0:300"
 DEFAULT_SIM_SECONDS = 60.0
+#: gossip property runs: 4-24 members, 30 simulated seconds of faults each
+DEFAULT_GOSSIP_SEEDS = "0:60"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,6 +34,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_SIM_SECONDS,
         metavar="S",
         help=f"simulated seconds of faults per seed (default {DEFAULT_SIM_SECONDS:g})",
+    )
+    group.addoption(
+        "--gossip-seeds",
+        default=DEFAULT_GOSSIP_SEEDS,
+        metavar="START:COUNT",
+        help=f"gossip simulator seeds to run (default {DEFAULT_GOSSIP_SEEDS})",
     )
 
 
@@ -48,6 +59,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "sim_seed" in metafunc.fixturenames:
         seeds = parse_sim_seeds(metafunc.config.getoption("--sim-seeds"))
         metafunc.parametrize("sim_seed", list(seeds), ids=[f"seed{s}" for s in seeds])
+    if "gossip_seed" in metafunc.fixturenames:
+        seeds = parse_sim_seeds(metafunc.config.getoption("--gossip-seeds"))
+        metafunc.parametrize("gossip_seed", list(seeds), ids=[f"seed{s}" for s in seeds])
 
 
 @pytest.fixture

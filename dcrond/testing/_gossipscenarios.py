@@ -67,6 +67,7 @@ class PropertyResult:
     checked: int  #: membership events the checker saw
     faults: dict[str, int] = field(default_factory=dict)
     converge_s: float = 0.0  #: from the last fault healing to full agreement
+    trace_hash: str | None = None  #: with ``record_trace``: equal runs, equal hashes
 
 
 def property_run(
@@ -77,6 +78,7 @@ def property_run(
     members: int | None = None,
     config: GossipConfig | None = None,
     replay: str = PROPERTY_REPLAY,
+    record_trace: bool = False,
 ) -> PropertyResult:
     """One randomized run (see the module docstring); raises GossipSimFailure."""
     pick = random.Random(seed)
@@ -85,7 +87,7 @@ def property_run(
     cfg = config or pick.choice(
         (GossipConfig(), GossipConfig.memberlist(), GossipConfig(lifeguard=False))
     )
-    sim = GossipSim(seed, cfg, loss=loss, replay=replay)
+    sim = GossipSim(seed, cfg, loss=loss, replay=replay, record_trace=record_trace)
     nem = random.Random(sim.rng.getrandbits(64))
     faults: dict[str, int] = {}
     pool = names(n)
@@ -170,6 +172,7 @@ def property_run(
         checked=sim.checker.events,
         faults=faults,
         converge_s=(sim.now - healed) / _S,
+        trace_hash=sim.trace_hash(),
     )
 
 
@@ -251,13 +254,19 @@ def measure_death(sim: GossipSim, victim: str, timeout_s: float = 120.0) -> Deat
 
 @dataclass(frozen=True, slots=True)
 class FalsePositives:
-    """Suspicions and death verdicts about healthy members during one run."""
+    """Suspicions and death verdicts about healthy members during one run.
+
+    An *episode* is one (member, incarnation) suspected or declared dead,
+    however many members reported it; *events* count every member's report.
+    """
 
     members: int
     degraded: int
     seconds: float
-    suspicions: int  #: SUSPECT events, any observer, about a healthy member
-    deaths: int  #: DEAD events about a healthy member
+    suspicions: int  #: suspicion episodes about healthy members
+    deaths: int  #: death episodes about healthy members
+    suspect_events: int
+    dead_events: int
     accused: int  #: distinct healthy members suspected at least once
 
     def per_member_hour(self, count: int) -> float:
@@ -283,24 +292,32 @@ def measure_false_positives(
     for name in pool:
         if name in slow:
             sim.degrade(name, lag_s)
-    counts = {"s": 0, "d": 0}
-    accused: set[str] = set()
+    events = {EventKind.SUSPECT: 0, EventKind.DEAD: 0}
+    episodes: dict[EventKind, set[tuple[str, int]]] = {
+        EventKind.SUSPECT: set(),
+        EventKind.DEAD: set(),
+    }
 
     def watch(observer: str, ev: MemberEvent, t: int) -> None:
-        subject = ev.member.name
-        if subject in slow:
+        if ev.member.name in slow or ev.kind not in events:
             return
-        if ev.kind == EventKind.SUSPECT:
-            counts["s"] += 1
-            accused.add(subject)
-        elif ev.kind == EventKind.DEAD:
-            counts["d"] += 1
+        events[ev.kind] += 1
+        episodes[ev.kind].add((ev.member.name, ev.member.incarnation))
 
     t0 = sim.now
     unwatch = _watch(sim, watch)
     sim.run_until(t0 + _us(seconds))
     unwatch()
-    return FalsePositives(n, degraded, seconds, counts["s"], counts["d"], len(accused))
+    return FalsePositives(
+        members=n,
+        degraded=degraded,
+        seconds=seconds,
+        suspicions=len(episodes[EventKind.SUSPECT]),
+        deaths=len(episodes[EventKind.DEAD]),
+        suspect_events=events[EventKind.SUSPECT],
+        dead_events=events[EventKind.DEAD],
+        accused=len({name for name, _ in episodes[EventKind.SUSPECT]}),
+    )
 
 
 def median(values: list[float | None]) -> float | None:

@@ -36,6 +36,7 @@ scenarios in ``_gossipscenarios`` script runs and measure them.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 import random
@@ -172,6 +173,7 @@ class GossipSim:
         max_delay_us: int = 5_000,
         replay: str = "",
         trace_events: int = 60,
+        record_trace: bool = False,
     ) -> None:
         self.seed = seed
         self.config = config
@@ -193,6 +195,7 @@ class GossipSim:
         self.watchers: list[Watcher] = []
         self.replay = replay
         self.trace: deque[tuple[int, str, object]] = deque(maxlen=trace_events)
+        self._digest = hashlib.sha256() if record_trace else None
         self.packets = 0
         self.packet_bytes = 0
 
@@ -242,6 +245,7 @@ class GossipSim:
             raise ValueError(f"{name} is already running")
         entries = [e for e in known if e.name != name]
         m.life += 1
+        m.wake_at = -1  # the last life's wake-up is void
         m.left = m.crashed = False
         m.paused_until = 0
         m.lag_us = 0
@@ -444,8 +448,14 @@ class GossipSim:
                 state = core.push_pull_state()
                 self._push(self.now + d, _PP_REQUEST, to,
                            (self.members[to].life, name, m.life, state, pp.join))  # fmt: skip
+        digest = self._digest
         for ev in rd.events:
             self.trace.append((self.now, name, ev))
+            if digest is not None:
+                mem = ev.member
+                digest.update(
+                    f"{self.now} {name} {ev.kind} {mem.name} {mem.incarnation}\n".encode()
+                )
             self.checker.event(name, m.life, ev, self.now)
             for w in self.watchers:
                 w(name, ev, self.now)
@@ -472,6 +482,12 @@ class GossipSim:
 
     def _trace(self, line: str) -> None:
         self.trace.append((self.now, "", line))
+        if self._digest is not None:
+            self._digest.update(f"{self.now} {line}\n".encode())
+
+    def trace_hash(self) -> str | None:
+        """Digest of every fault and membership event so far (with ``record_trace``)."""
+        return None if self._digest is None else self._digest.hexdigest()
 
     def trace_lines(self) -> list[str]:
         """The recent history, one line per fault or membership event."""
