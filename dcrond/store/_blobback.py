@@ -71,6 +71,8 @@ class BlobOptions:
     max_concurrency: int = 4  #: parts in flight per upload
     connect_timeout: float = 10.0  #: seconds to open a connection
     read_timeout: float = 60.0  #: seconds without a byte before a request fails
+    timeout: float = 120.0  #: deadline of one call, retries included, before transfer time
+    min_rate: int = 256 * 1024  #: slowest transfer tolerated (bytes/s): adds size/min_rate
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> BlobOptions:

@@ -22,12 +22,18 @@ the bucket's lifecycle rule to reap (docs/storage.md).
 
 Errors: botocore retries connection errors, 5xx, throttling and timeouts
 (``standard`` mode, 3 tries with jittered backoff) and s3fs wraps that in 2
-tries for connections dropped mid-body; a stalled server therefore fails a
-call after at most 6 times ``read_timeout``. Longer outages are the caller's to
+tries for connections dropped mid-body. Longer outages are the caller's to
 wait out (the log uploader backs off and retries). What still fails is
 translated here: unreachable endpoints, timeouts and 5xx become
 ``StorageUnavailable``; refused credentials, a missing bucket and missing
 credentials ``StorageRefused``; a missing key ``BlobNotFound``.
+
+Deadlines: botocore's ``read_timeout`` covers waiting for an answer, but
+aiohttp applies no timeout while it sends a body (nor while it waits for the
+``100 Continue`` botocore asks for on every PUT), so an upload to a server
+that stopped reading would hang for ever. Every call therefore runs under a
+deadline of ``timeout`` plus its size at ``min_rate``; past it the call is
+cancelled and raises ``StorageUnavailable``.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ from dcrond.store._blobback import BlobOptions
 _BOTO_ATTEMPTS = 3
 #: tries per call in s3fs around those (dropped connections, timeouts mid-body)
 _S3FS_ATTEMPTS = 2
+#: bytes a whole-object read is budgeted for (scripts; page through large logs)
+_UNBOUNDED_READ = 16 * 1024 * 1024
 #: error codes that mean "these credentials may not do this"
 _CREDENTIAL_CODES = {
     "AccessDenied": "access denied",
@@ -114,7 +122,12 @@ class S3Backend:
                 f"storage url {url!r}: swift:// needs storage.endpoint_url, "
                 "the Swift proxy's address (its s3api middleware answers there)"
             )
-        if options.part_size < 5 * 1024 * 1024 or options.max_concurrency < 1:
+        if (
+            options.part_size < 5 * 1024 * 1024
+            or options.max_concurrency < 1
+            or options.timeout <= 0
+            or options.min_rate <= 0
+        ):
             raise InvalidRequest("storage: part_size must be >= 5 MiB and max_concurrency >= 1")
         self.url = url
         self.bucket = bucket
@@ -151,11 +164,27 @@ class S3Backend:
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}"
 
+    def _deadline(self, nbytes: int) -> float:
+        """Seconds one call may take: ``timeout``, plus its bytes at ``min_rate``."""
+        return self.options.timeout + nbytes / self.options.min_rate
+
+    def _sync(self, nbytes: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call an s3fs method under a deadline (aiohttp has none for stalled uploads)."""
+        deadline = self._deadline(nbytes)
+        try:
+            return fn(*args, timeout=deadline, **kwargs)
+        except fsspec.exceptions.FSTimeoutError:
+            raise TimeoutError(f"no answer within {deadline:.0f} s") from None
+
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.fs.pipe_file(self._path(key), data, chunksize=self.options.part_size)
+        self._sync(
+            len(data), self.fs.pipe_file, self._path(key), data, chunksize=self.options.part_size
+        )
 
     def put_file(self, key: str, source: Path) -> None:
-        self.fs.put_file(
+        self._sync(
+            source.stat().st_size,
+            self.fs.put_file,
             str(source),
             self._path(key),
             chunksize=self.options.part_size,
@@ -164,16 +193,19 @@ class S3Backend:
         )
 
     def exists(self, key: str) -> bool:
-        return bool(self.fs.exists(self._path(key)))
+        return bool(self._sync(0, self.fs.exists, self._path(key)))
 
     def size(self, key: str) -> int:
-        return int(self.fs.info(self._path(key))["size"])
+        return int(self._sync(0, self.fs.info, self._path(key))["size"])
 
     def read(self, key: str, start: int, end: int | None) -> bytes:
         if end is not None and end <= start:
             return b""
+        nbytes = _UNBOUNDED_READ if end is None else end - start
         try:
-            data: bytes = self.fs.cat_file(self._path(key), start=start or None, end=end)
+            data: bytes = self._sync(
+                nbytes, self.fs.cat_file, self._path(key), start=start or None, end=end
+            )
         except OSError as exc:
             if start and self._code(exc) == "InvalidRange":
                 return b""  # from past the end: nothing, as a local file would say
@@ -181,7 +213,9 @@ class S3Backend:
         return data
 
     def get_file(self, key: str, dest: Path) -> None:
-        self.fs.get_file(
+        self._sync(
+            self.size(key),
+            self.fs.get_file,
             self._path(key),
             str(dest),
             chunksize=self.options.part_size,
@@ -189,7 +223,7 @@ class S3Backend:
         )
 
     def delete(self, key: str) -> None:
-        self.fs.rm_file(self._path(key))
+        self._sync(0, self.fs.rm_file, self._path(key))
 
     def probe(self) -> None:
         key = f".dcrond-probe/{secrets.token_hex(8)}"

@@ -44,6 +44,28 @@ _ANON_KEY = "testing"  # any key works before authentication is enforced
 _SETUP_ACTIONS = 3  # create_user, put_user_policy, create_access_key
 
 
+def spawn(args: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group, output appended to ``log``.
+
+    A test run that is itself killed (a CI timeout) cannot stop its servers,
+    so the kernel does: util-linux's ``setpriv --pdeathsig KILL`` makes the
+    server die with the thread that started it. Start servers from a thread
+    that lives as long as they should (the main one, in tests).
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is not None:
+        args = [setpriv, "--pdeathsig", "KILL", "--", *args]
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            **kwargs,
+        )
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:
@@ -76,11 +98,17 @@ def tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """Terminate the process group ``proc`` leads; kill it if it lingers."""
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Send SIGTERM to the process group ``proc`` leads, if it still runs."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """Terminate the process group ``proc`` leads; kill it if it lingers."""
+    if proc.poll() is None:
+        terminate(proc)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
@@ -112,6 +140,12 @@ class MotoServer:
     def endpoint(self) -> str:
         """The server's URL."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The server process's id (to pause it with SIGSTOP, say)."""
+        assert self._proc is not None, "not started"
+        return self._proc.pid
 
     def options(self) -> dict[str, Any]:
         """``Blobs`` options that reach this server with working credentials."""
@@ -146,15 +180,11 @@ class MotoServer:
         if self.auth:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(_SETUP_ACTIONS)
         log = self._dir / "moto.log"
-        with log.open("ab") as out:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        self._proc = spawn(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            log,
+            env=env,
+        )
         wait_http(f"{self.endpoint}/moto-api/", time.monotonic() + 30, self._proc, log)
 
     def _client(self, service: str) -> Any:

@@ -36,7 +36,14 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from dcrond.testing._s3server import free_port, stop_process, tail, wait_http
+from dcrond.testing._s3server import (
+    free_port,
+    spawn,
+    stop_process,
+    tail,
+    terminate,
+    wait_http,
+)
 
 ACCESS_KEY = "test:tester"
 SECRET_KEY = "testing"
@@ -222,16 +229,11 @@ class SwiftServer:
             )
         )
         for kind in (*SERVERS, "proxy"):
-            log = run / f"{kind}.log"
-            with log.open("ab") as out:
-                self._procs[kind] = subprocess.Popen(
-                    [f"swift-{kind}-server", str(etc / f"{kind}-server.conf"), "--verbose"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    cwd=self._dir,
-                )
+            self._procs[kind] = spawn(
+                [f"swift-{kind}-server", str(etc / f"{kind}-server.conf"), "--verbose"],
+                run / f"{kind}.log",
+                cwd=self._dir,
+            )
         for kind in SERVERS:
             wait_http(
                 f"http://127.0.0.1:{ports[kind]}/", deadline, self._procs[kind], run / f"{kind}.log"
@@ -278,6 +280,8 @@ class SwiftServer:
 
     def stop(self) -> None:
         """Stop every server and remove the folder."""
+        for proc in self._procs.values():
+            terminate(proc)
         for proc in self._procs.values():
             stop_process(proc)
         self._procs.clear()
