@@ -276,7 +276,7 @@ class GossipConfig:
     probe_interval: float = 0.5
     probe_timeout: float = 0.25  #: wait for a direct ack before asking others
     indirect_checks: int = 3  #: members asked to probe for us (k)
-    suspicion_mult: int = 5  #: suspicion min timeout = mult * log10(n) * probe_interval
+    suspicion_mult: int = 4  #: suspicion min timeout = mult * log10(n) * probe_interval
     suspicion_max_mult: int = 6  #: max timeout = this * min (Lifeguard)
     retransmit_mult: int = 4  #: each update is sent mult * ceil(log10(n + 1)) times
     gossip_interval: float = 0.2

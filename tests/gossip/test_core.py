@@ -222,7 +222,8 @@ def _suspect_b(c: GossipCore, now: float = 0.0) -> None:
 
 def test_an_unconfirmed_suspicion_runs_for_max_and_a_confirmed_one_for_min() -> None:
     names = [chr(ord("b") + i) for i in range(10)]  # 11 members: k = 3 can be met
-    lo, hi = 5 * 1.0414 * 0.5, 6 * 5 * 1.0414 * 0.5  # log10(11) = 1.0414
+    m = CFG.suspicion_mult  # k = m - 2 confirmations expected
+    lo, hi = m * 1.0414 * 0.5, 6 * m * 1.0414 * 0.5  # log10(11) = 1.0414
     c = make(others=names)
     _suspect_b(c)
     assert c.suspicion_deadline("b") == pytest.approx(hi, rel=1e-3)
@@ -232,9 +233,9 @@ def test_an_unconfirmed_suspicion_runs_for_max_and_a_confirmed_one_for_min() -> 
         c2.receive(0.1, addr(who), [Suspect("b", 0, who)])
     take(c2)
     assert c2.suspicion_deadline("b") == pytest.approx(lo, rel=1e-3)
-    # A new confirmation is passed on (so others can count it too); "g" was not news.
+    # A new confirmation is passed on (so others can count it too); beyond k, none is news.
     c2.tick(c2._next_gossip)
-    assert {m.frm for _, m in msgs(take(c2), Suspect)} == {"f"}  # type: ignore[union-attr]
+    assert {x.frm for _, x in msgs(take(c2), Suspect)} == {"e"}  # type: ignore[union-attr]
     c2.tick(lo + 1e-6)
     rd = take(c2)
     assert (EventKind.DEAD, "b") in [(e.kind, e.member.name) for e in rd.events]
@@ -245,13 +246,13 @@ def test_without_lifeguard_every_suspicion_runs_for_min() -> None:
     names = [chr(ord("b") + i) for i in range(10)]
     c = make(others=names, cfg=GossipConfig(lifeguard=False))
     _suspect_b(c)
-    assert c.suspicion_deadline("b") == pytest.approx(5 * 1.0414 * 0.5, rel=1e-3)
+    assert c.suspicion_deadline("b") == pytest.approx(CFG.suspicion_mult * 1.0414 * 0.5, rel=1e-3)
 
 
 def test_too_few_members_to_confirm_means_min_at_once() -> None:
-    c = make(others=("b", "c"))  # n = 3: n - 2 < k
+    c = make(others=("b",))  # n = 2: n - 2 < k
     _suspect_b(c)
-    assert c.suspicion_deadline("b") == pytest.approx(5 * 0.5)
+    assert c.suspicion_deadline("b") == pytest.approx(CFG.suspicion_mult * 0.5)
     assert c.suspicion_deadline("c") is None
 
 
