@@ -84,6 +84,9 @@ class StorageConfig:
     endpoint_url: str = ""  #: S3-compatible endpoint or Swift proxy; empty: AWS
     region: str = ""  #: signing region; empty: botocore's default
     profile: str = ""  #: profile of the shared AWS credentials/config files
+    part_bytes: int = 8 * 1024 * 1024  #: multipart upload part size (S3 minimum: 5 MiB)
+    parts_in_flight: int = 4  #: parts uploaded at once (memory: ~2 x parts x part_bytes)
+    timeout_s: float = 120.0  #: deadline of one storage call, plus its size at 256 KiB/s
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,14 +133,18 @@ class Config:
         return self.storage.url or (self.data_path / "objects").resolve().as_uri()
 
     @property
-    def storage_options(self) -> dict[str, str]:
-        """The ``Blobs`` options the [storage] section sets (empty keys left out)."""
+    def storage_options(self) -> dict[str, str | int | float]:
+        """The ``Blobs`` options the [storage] section sets (empty strings left out)."""
         given = {
             "endpoint_url": self.storage.endpoint_url,
             "region": self.storage.region,
             "profile": self.storage.profile,
         }
-        return {name: value for name, value in given.items() if value}
+        options: dict[str, str | int | float] = {k: v for k, v in given.items() if v}
+        options["part_size"] = self.storage.part_bytes
+        options["max_concurrency"] = self.storage.parts_in_flight
+        options["timeout"] = self.storage.timeout_s
+        return options
 
     @property
     def cache_path(self) -> Path:

@@ -218,8 +218,7 @@ class S3Backend:
             self.fs.get_file,
             self._path(key),
             str(dest),
-            chunksize=self.options.part_size,
-            max_concurrency=self.options.max_concurrency,
+            max_concurrency=1,  # one streamed GET: parallel ranges would each sit in memory
         )
 
     def delete(self, key: str) -> None:
