@@ -5,22 +5,30 @@ whose state machine is the job table (``ReplicatedTable`` over ``JobStore``),
 the engine (scheduler on the leader, runner on every node) on top of it,
 and the RPC server ``dcronctl`` talks to (``Service``). With no config it
 keeps everything in a local data folder and listens on 127.0.0.1 only.
+
+Under systemd (``dist/dcrond.service``, ``Type=notify``) it says
+``READY=1`` once the API listens, keeps ``STATUS=`` current, pings the
+watchdog and says ``STOPPING=1`` on SIGTERM (``dcrond._systemd``); its log
+lines carry journald priorities (``dcrond._logfmt``). A stop leaves running
+jobs running for the next start to re-adopt (docs/runs.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import random
 import signal
-import socket
 import sys
-from typing import final
+from collections.abc import Callable
 
 import trio
 
 from dcrond import __version__
+from dcrond._logfmt import FORMATS, default_format, make_handler
+from dcrond._systemd import Notifier, status_line, watchdog, without_systemd_variables
 from dcrond.config import Config, load_config, parse_address
 from dcrond.engine import Engine
 from dcrond.errors import ConfigError, StorageError
@@ -36,40 +44,39 @@ from dcrond.store._blobs import Blobs
 log = logging.getLogger("dcrond")
 
 EX_CONFIG = 78
-
-
-@final
-class JournalFormatter(logging.Formatter):
-    """Plain lines with sd-daemon priority prefixes (``<3>``…``<7>``) for journald."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.levelno >= logging.ERROR:
-            prio = 3
-        elif record.levelno >= logging.WARNING:
-            prio = 4
-        elif record.levelno >= logging.INFO:
-            prio = 6
-        else:
-            prio = 7
-        return f"<{prio}>{super().format(record)}"
+#: how long a stop waits for the engine to hand over (the unit's TimeoutStopSec is longer)
+SHUTDOWN_GRACE_S = 30.0
+#: how often the STATUS= line is recomputed (it is sent only when it changed)
+STATUS_PERIOD_S = 2.0
 
 
 def notify(state: str) -> None:
     """Tell systemd (``Type=notify``) about our state; a no-op outside systemd."""
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return
-    if addr.startswith("@"):
-        addr = "\0" + addr[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(state.encode(), addr)
-        except OSError as exc:
-            log.warning("sd_notify_failed reason=%r", str(exc))
+    notifier = Notifier.from_environ()
+    notifier.send(state)
+    notifier.close()
 
 
-async def serve(config: Config) -> None:
-    """Run the daemon until SIGTERM or SIGINT."""
+async def _report_status(notifier: Notifier, line: Callable[[], str], first: str) -> None:
+    """Send ``STATUS=`` whenever ``line()`` changes (polled every ``STATUS_PERIOD_S``)."""
+    last = first
+    while True:
+        await trio.sleep(STATUS_PERIOD_S)
+        now = line()
+        if now != last:
+            notifier.send(f"STATUS={now}")
+            last = now
+
+
+async def serve(config: Config, *, notifier: Notifier | None = None) -> None:
+    """Run the daemon until SIGTERM or SIGINT.
+
+    ``notifier`` is where systemd notifications go (default: from the
+    environment; a no-op outside systemd).
+    """
+    if notifier is None:
+        notifier = Notifier.from_environ()
+    notifier.send("STATUS=starting: opening the Raft log and the job table")
     data = config.data_path
     data.mkdir(parents=True, exist_ok=True)
     name = config.node.name
@@ -99,7 +106,9 @@ async def serve(config: Config) -> None:
             await blobs.check()
         except StorageError as exc:
             log.error("storage_unavailable url=%s error=%r", config.storage_url, str(exc))
-        runner = LocalProcessRunner(data / "runs", daemon_env=dict(os.environ))
+        # the runner passes on only PATH and LANG; dropping systemd's own
+        # variables here as well keeps them from jobs if that list ever grows
+        runner = LocalProcessRunner(data / "runs", daemon_env=without_systemd_variables(os.environ))
         engine = Engine(replica, runner, blobs, config, host=name)
         service = Service(replica, engine, blobs, config)
         server = RpcServer(service.handlers())
@@ -120,15 +129,29 @@ async def serve(config: Config) -> None:
                     config.storage_url,
                     config.source,
                 )
-                notify(f"READY=1\nSTATUS=serving on {bound[0]}:{bound[1]}")
+
+                def line() -> str:
+                    return status_line(
+                        node.statistics(),
+                        replica.store.statistics(),
+                        engine.statistics(),
+                        peers=len(transport.statistics().connected_peers),
+                    )
+
+                if notifier.address is not None:
+                    first = line()
+                    notifier.send(f"READY=1\nSTATUS={first}")
+                    nursery.start_soon(_report_status, notifier, line, first)
+                    nursery.start_soon(watchdog, notifier)
                 async for signum in signals:
                     log.info("dcrond_stopping signal=%s", signal.Signals(signum).name)
-                    notify("STOPPING=1")
-                    with trio.move_on_after(30):
+                    notifier.send("STOPPING=1\nSTATUS=stopping; running jobs keep running")
+                    with trio.move_on_after(SHUTDOWN_GRACE_S):
                         await engine.shutdown()
                     nursery.cancel_scope.cancel()
                     break
     finally:
+        notifier.close()
         storage.close()
         store.close()
 
@@ -140,20 +163,29 @@ def main(argv: list[str] | None = None) -> int:
         "--config", help="config file (default: $DCROND_CONFIG, /etc/dcrond/dcrond.toml)"
     )
     ap.add_argument("--data-dir", help="override node.data_dir")
-    ap.add_argument("--log-level", default="INFO")
+    ap.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="least severe level logged (default INFO)",
+    )
+    ap.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="journal (priority prefixes), plain or json (default: journal when stderr "
+        "is systemd's journal stream, rich on a terminal, else plain)",
+    )
     ap.add_argument("--version", action="version", version=f"dcrond {__version__}")
     args = ap.parse_args(argv)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JournalFormatter()
-        if os.environ.get("JOURNAL_STREAM")
-        else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    )
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    fmt = args.log_format or default_format(sys.stderr, os.environ)
+    logging.basicConfig(level=args.log_level, handlers=[make_handler(fmt, sys.stderr)])
+    # a hang the watchdog ends with SIGABRT (or a crash) leaves every thread's stack in the log
+    faulthandler.enable(sys.stderr, all_threads=True)
     try:
         config = load_config(args.config, data_dir=args.data_dir)
     except ConfigError as exc:
-        print(f"dcrond: error: invalid config: {exc}", file=sys.stderr)
+        log.error("dcrond_config_invalid error=%r", str(exc))
         return EX_CONFIG
     trio.run(serve, config)
     return 0
