@@ -5,7 +5,7 @@ Theory of operation
 A message is a msgpack array ``[tag, field, ...]`` in its dataclass's field
 order; an address is two fields (host, port) and a ``NodeMeta`` is one nested
 array ``[api_port, raft_port, [key, value, ...], free_slots, version,
-raft_role]``. A UDP packet is one array ``[WIRE_VERSION, message, ...]``.
+raft_role, cluster_id]``. A UDP packet is one array ``[WIRE_VERSION, message, ...]``.
 msgpack encodes an array as a header followed by its elements back to back,
 so a packet's size is exactly ``PACKET_OVERHEAD`` at most plus the sum of
 its messages' sizes; the core relies on that (``message_size``) to fill each
@@ -108,7 +108,7 @@ def _meta(m: NodeMeta) -> list[Any]:
     for k, v in m.tags:
         flat.append(k)
         flat.append(v)
-    return [m.api_port, m.raft_port, flat, m.free_slots, m.version, m.raft_role]
+    return [m.api_port, m.raft_port, flat, m.free_slots, m.version, m.raft_role, m.cluster_id]
 
 
 def encode(msg: Message) -> list[Any]:
@@ -206,7 +206,7 @@ def _array(v: Any, what: str, n: int | None = None) -> Sequence[Any]:
 
 
 def _decode_meta(v: Any) -> NodeMeta:
-    f = _array(v, "meta", 6)
+    f = _array(v, "meta", 7)
     flat = _array(f[2], "tags")
     if len(flat) % 2 or len(flat) > 2 * MAX_TAGS:
         _bad(f"tags must be at most {MAX_TAGS} key/value pairs")
@@ -223,6 +223,7 @@ def _decode_meta(v: Any) -> NodeMeta:
         free_slots=_int(f[3], "free_slots", 1 << 31),
         version=_str(f[4], "version", 64, empty=True),
         raft_role=_str(f[5], "raft_role", 16, empty=True),
+        cluster_id=_str(f[6], "cluster_id", 64, empty=True),
     )
     if len(dumps(_meta(meta))) > MAX_META_BYTES:
         _bad(f"meta exceeds {MAX_META_BYTES} bytes")

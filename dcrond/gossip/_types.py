@@ -50,6 +50,9 @@ class NodeMeta:
     free_slots: int = 0
     version: str = ""
     raft_role: str = ""
+    #: the Raft cluster this host's log belongs to ("" before it has one); hosts
+    #: with different ids never share a log even when they share a LAN and secret
+    cluster_id: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", tuple(sorted(self.tags)))
