@@ -30,15 +30,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import final
 
-from dcrond.errors import Unavailable
+import trio
+
+from dcrond.errors import NotLeader, Unavailable
 from dcrond.raft._node import RaftNode
 from dcrond.raft._types import Entry, EntryKind, Role
 from dcrond.store import Applied, Command, JobStore, Rejected, Result, decode
+from dcrond.store._results import decode_result, encode_result
 
 log = logging.getLogger("dcrond.replica")
+
+#: send an encoded command to the named leader; its encoded result (``dcrond.forward``)
+Forward = Callable[[str, bytes], Awaitable[bytes]]
 
 #: ``watch`` callback: the applied command and its result, or (None, None) after a restore
 Watcher = Callable[[Command | None, Result | None], None]
@@ -91,12 +97,14 @@ class Replica:
         name: str,
         wall_clock: Callable[[], float] = time.time,
         propose_timeout: float = 10.0,
+        forward: Forward | None = None,
     ) -> None:
         self.node = node
         self.table = table
         self.name = name
         self._wall_clock = wall_clock
         self._timeout = propose_timeout
+        self._forward = forward
         self.session = f"{name}/{os.urandom(6).hex()}"
         self._seq = 0
         self._outstanding: set[int] = set()
@@ -129,31 +137,61 @@ class Replica:
             "acked": acked,
         }
 
-    async def propose(self, cmd: Command, *, attempts: int = 3) -> Result:
+    async def propose(self, cmd: Command, *, attempts: int = 5) -> Result:
         """Commit ``cmd`` and return the store's result (``unwrap`` it for the user).
 
-        A timeout is retried with the same request number (applied once at
-        most); NotLeader is raised at once (the caller may forward it).
+        On a follower the command is forwarded to the leader (when this
+        replica has a forwarder). A timeout, a lost leader or a failed forward
+        is retried with the same request number (so it is applied once at
+        most); the last error is raised when ``attempts`` run out.
         """
         data = cmd.encode()
         try:
             for attempt in range(attempts):
+                last = attempt == attempts - 1
                 try:
-                    result = await self.node.propose(data, timeout=self._timeout)
+                    return await self.propose_data(data)
+                except NotLeader as exc:
+                    if self._forward is None or last:
+                        raise
+                    leader = exc.leader or self.leader
+                    if leader is None or leader == self.name:
+                        await self._wait_for_leader()
+                        continue
+                    try:
+                        return decode_result(await self._forward(leader, data))
+                    except (NotLeader, Unavailable) as fwd:
+                        if last:
+                            raise
+                        log.info("forward_retry to=%s reason=%r", leader, str(fwd))
+                        await self._wait_for_leader(changed_from=leader)
                 except Unavailable:
-                    if attempt == attempts - 1:
+                    if last:
                         raise
                     log.warning("request %s/%d timed out; retrying", cmd.session, cmd.seq)
-                    continue
-                if result is None:  # re-delivered entry: the answer is unknown here
-                    raise Unavailable(f"request {cmd.seq}: outcome unknown; retry")
-                if not isinstance(result, Applied | Rejected):
-                    raise TypeError(f"the state machine answered {result!r}")
-                return result
             raise Unavailable("unreachable")  # pragma: no cover
         finally:
             if cmd.session == self.session:
                 self._outstanding.discard(cmd.seq)
+
+    async def propose_data(self, data: bytes) -> Result:
+        """Commit an encoded command on this node (NotLeader unless it leads)."""
+        result = await self.node.propose(data, timeout=self._timeout)
+        if result is None:  # re-delivered entry: the answer is unknown here
+            raise Unavailable("outcome unknown; retry")
+        if not isinstance(result, Applied | Rejected):
+            raise TypeError(f"the state machine answered {result!r}")
+        return result
+
+    async def propose_forwarded(self, data: bytes) -> bytes:
+        """What ``raft.propose`` runs on the leader: commit and encode the result."""
+        return encode_result(await self.propose_data(data))
+
+    async def _wait_for_leader(self, changed_from: str | None = None) -> None:
+        with trio.move_on_after(2.0):
+            while self.leader is None or self.leader == changed_from:
+                await self.node.wait_changed()
+        await trio.sleep(0.05)
 
     def watch(self, watcher: Watcher) -> None:
         """Call ``watcher`` after every applied command on this node (see module doc)."""

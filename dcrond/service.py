@@ -39,6 +39,7 @@ from dcrond.store import (
     ResumeJob,
     Script,
     UpdateJob,
+    decode,
     format_instant,
     unwrap,
 )
@@ -145,6 +146,7 @@ class Service:
             "run.kill": self.run_kill,
             "node.list": self.node_list,
             "cluster.status": self.cluster_status,
+            "raft.propose": self.raft_propose,
         }
 
     # --- writes -----------------------------------------------------------------
@@ -210,6 +212,16 @@ class Service:
     async def run_kill(self, params: dict[str, Any]) -> Any:
         p = _Params("run.kill", params, ("id",))
         return await self.engine.kill(p.name("id"), actor=p.actor)
+
+    async def raft_propose(self, params: dict[str, Any]) -> Any:
+        """A command forwarded by a follower (``dcrond.forward``): commit it here."""
+        p = _Params("raft.propose", params, ("data",))
+        data = p.raw.get("data")
+        if not isinstance(data, bytes) or not data:
+            raise InvalidRequest("raft.propose: data must be an encoded command")
+        cmd = decode(data)  # refuse garbage before it takes a log entry
+        self.replica.store.precheck(cmd, max_script_bytes=self.config.jobs.max_script_bytes)
+        return await self.replica.propose_forwarded(data)
 
     # --- reads ------------------------------------------------------------------
 

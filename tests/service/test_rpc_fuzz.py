@@ -144,9 +144,9 @@ def test_well_framed_non_requests_are_refused(obj: object) -> None:
 _METHODS = [
     "job.create", "job.update", "job.get", "job.delete", "job.pause", "job.resume",
     "job.history", "job.list", "job.next", "run.list", "run.get", "cluster.status",
-    "node.list", "no.such",
+    "node.list", "raft.propose", "no.such",
 ]  # fmt: skip
-_KEYS = ["name", "spec", "id", "n", "limit", "job", "state", "x"]
+_KEYS = ["name", "spec", "id", "n", "limit", "job", "state", "data", "x"]
 
 
 @_SETTINGS
