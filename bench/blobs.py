@@ -52,8 +52,6 @@ def plain_s3fs(options: dict[str, Any], swift: bool) -> Any:
     if swift:
         config = {
             "s3": {"addressing_style": "path"},
-            "request_checksum_calculation": "when_required",
-            "response_checksum_validation": "when_required",
         }
     return s3fs.S3FileSystem(
         key=options["key"],

@@ -5,8 +5,8 @@ Theory of operation
 ``s3://bucket/prefix`` talks to AWS S3 or anything speaking its API (give
 ``endpoint_url`` for the latter). ``swift://container/prefix`` is the same
 code pointed at a Swift proxy's ``s3api`` middleware, with path-style
-addressing (Swift has no virtual-host buckets) and botocore's optional
-request checksums turned off (Swift 2.30's s3api predates them). Credentials
+addressing (Swift has no virtual-host buckets unless its proxy runs
+``domain_remap``). Credentials
 come from the AWS chain: ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SHARED_CREDENTIALS_FILE`` and ``AWS_CONFIG_FILE``, a ``profile``, or an
 instance role; for Swift with tempauth the access key is ``account:user`` and
@@ -140,9 +140,9 @@ class S3Backend:
             "retries": {"mode": "standard", "max_attempts": _BOTO_ATTEMPTS},
         }
         if scheme == "swift":
+            # Swift serves containers as paths (virtual hosts need domain_remap); for a
+            # named endpoint botocore would otherwise put the bucket in the host name
             config["s3"] = {"addressing_style": "path"}
-            config["request_checksum_calculation"] = "when_required"
-            config["response_checksum_validation"] = "when_required"
         kwargs: dict[str, Any] = {
             "skip_instance_cache": True,
             "use_listings_cache": False,

@@ -250,8 +250,6 @@ class SwiftServer:
             aws_secret_access_key=self.secret_key,
             config=botocore.config.Config(
                 s3={"addressing_style": "path"},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
             ),
         )
         deadline = time.monotonic() + 30

@@ -57,8 +57,6 @@ def _s3_client(options: dict[str, Any]) -> Any:
         aws_secret_access_key=options["secret"],
         config=botocore.config.Config(
             s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
             retries={"max_attempts": 1},
         ),
     )
