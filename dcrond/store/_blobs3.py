@@ -128,7 +128,10 @@ class S3Backend:
             or options.timeout <= 0
             or options.min_rate <= 0
         ):
-            raise InvalidRequest("storage: part_size must be >= 5 MiB and max_concurrency >= 1")
+            raise InvalidRequest(
+                "storage: part_size must be >= 5 MiB, max_concurrency >= 1, "
+                "timeout and min_rate > 0"
+            )
         self.url = url
         self.bucket = bucket
         self.root = f"{bucket}/{prefix}" if prefix else bucket
