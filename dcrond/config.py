@@ -11,6 +11,7 @@ in step.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import tomllib
@@ -31,6 +32,26 @@ def default_data_dir() -> Path:
         return Path("/var/lib/dcrond")
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "dcrond"
+
+
+def default_tls_dir() -> Path:
+    """Where certificates live when neither the config nor the command line says
+    (``/etc/dcrond/tls`` as root, else ``$XDG_CONFIG_HOME/dcrond/tls`` or
+    ``~/.config/dcrond/tls``); docs/tls.md."""
+    if os.geteuid() == 0:
+        return Path("/etc/dcrond/tls")
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "dcrond" / "tls"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is reachable from this host only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name may resolve anywhere
 
 
 @final
@@ -99,6 +120,25 @@ class RunnerConfig:
     default_user: str = ""  #: user for jobs without --user when dcrond runs as root
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """[tls]: mutual TLS on the RPC and Raft listeners (docs/tls.md).
+
+    ``mode``: ``auto`` turns TLS on unless every listener is a loopback
+    address (the single-host default stays plain); ``on`` and ``off`` force it.
+    Plain text on a non-loopback address also needs ``insecure = true``.
+    Empty paths mean ``ca.crt``, ``node.crt`` and ``node.key`` in the default
+    TLS folder (``config.default_tls_dir``).
+    """
+
+    mode: str = "auto"
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+    insecure: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class JobsConfig:
     """[jobs]: limits and defaults applied to every job."""
@@ -120,6 +160,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     source: str = "defaults"
 
     @property
@@ -147,6 +188,26 @@ class Config:
         return options
 
     @property
+    def tls_enabled(self) -> bool:
+        """Whether the listeners use mutual TLS (``tls.mode``, ``auto`` resolved)."""
+        if self.tls.mode == "auto":
+            return not all(is_loopback(parse_address(a, "listen")[0]) for a in self._listens())
+        return self.tls.mode == "on"
+
+    @property
+    def tls_files(self) -> tuple[Path, Path, Path]:
+        """The CA certificate, this node's certificate and its key, resolved."""
+        folder = default_tls_dir()
+        return (
+            Path(self.tls.ca) if self.tls.ca else folder / "ca.crt",
+            Path(self.tls.cert) if self.tls.cert else folder / "node.crt",
+            Path(self.tls.key) if self.tls.key else folder / "node.key",
+        )
+
+    def _listens(self) -> list[str]:
+        return [self.api.listen, self.raft.listen]
+
+    @property
     def cache_path(self) -> Path:
         """Where fetched scripts are cached by sha256."""
         return Path(self.storage.cache_dir) if self.storage.cache_dir else self.data_path / "cache"
@@ -160,6 +221,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "storage": StorageConfig,
     "runner": RunnerConfig,
     "jobs": JobsConfig,
+    "tls": TlsConfig,
 }
 
 
@@ -226,4 +288,19 @@ def load_config(
     parse_address(config.raft.listen, "raft.listen")
     if config.raft.tick_ms <= 0 or config.raft.election_ticks < 2:
         raise ConfigError("raft.tick_ms must be > 0 and raft.election_ticks >= 2")
+    _check_tls(config)
     return config
+
+
+def _check_tls(config: Config) -> None:
+    """Refuse plain text on an address other hosts can reach, unless told it is wanted."""
+    if config.tls.mode not in ("auto", "on", "off"):
+        raise ConfigError(f"tls.mode: expected 'auto', 'on' or 'off', got {config.tls.mode!r}")
+    if config.tls_enabled or config.tls.insecure:
+        return
+    for key, text in (("api.listen", config.api.listen), ("raft.listen", config.raft.listen)):
+        if not is_loopback(parse_address(text, key)[0]):
+            raise ConfigError(
+                f"{key}: {text} is reachable from other hosts but tls.mode is 'off': turn TLS"
+                " on (docs/tls.md) or set tls.insecure = true to accept plain text"
+            )

@@ -9,6 +9,12 @@ prints one id per line for ``xargs``; ``table`` and ``wide`` are rich tables
 with relative times. Where the daemon is: ``--endpoint``, else
 ``$DCRON_ENDPOINT``, else the local default (what ``dcrond`` listens on with
 no config).
+
+Mutual TLS (docs/tls.md): ``--ca``/``--cert``/``--key`` (or ``$DCRON_CA``,
+``$DCRON_CERT``, ``$DCRON_KEY``) turn it on; without them dcronctl uses TLS
+when the default TLS folder holds ``ca.crt`` and ``client.crt`` (or, on a
+node, ``node.crt``); ``--no-tls`` forces plain text. ``dcronctl ca …`` is the
+cluster's certificate authority and needs no daemon.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +31,9 @@ from typing import Any
 import trio
 
 from dcrond import _ctl_render as render
+from dcrond._ctl_tls import add_ca_parser, add_tls_options, client_tls, run_ca
 from dcrond.config import DEFAULT_API_PORT, parse_address
-from dcrond.errors import ConfigError, DcronError, InvalidRequest, Unavailable
+from dcrond.errors import ConfigError, DcronError, InvalidRequest, TlsError, Unavailable
 from dcrond.rpc import RpcClient
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_JOB_FAILED = 1, 2, 3, 4
@@ -141,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dcronctl", description="manage dcrond")
     ap.add_argument("--endpoint", help="host:port of a dcrond (default $DCRON_ENDPOINT or local)")
     ap.add_argument("-o", "--output", choices=["table", "wide", "json", "name"], default="table")
-    nouns = ap.add_subparsers(dest="noun", required=True, metavar="{job,run,node,cluster}")
+    add_tls_options(ap)
+    nouns = ap.add_subparsers(dest="noun", required=True, metavar="{job,run,node,cluster,ca}")
 
     job = nouns.add_parser("job", help="jobs").add_subparsers(dest="verb", required=True)
     p = job.add_parser("create", help="create a job")
@@ -183,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="verb", required=True
     )
     cluster.add_parser("status", help="leader, term, commit index, voters and learners")
+    add_ca_parser(nouns)
     return ap
 
 
@@ -193,7 +203,7 @@ _RECORDS_ACTOR = frozenset(
 
 
 def actor() -> str:
-    """Who is asking: the local user name (mutual TLS will put the certificate's name here)."""
+    """Who is asking: the local user name (over TLS the server uses the certificate's name)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -214,13 +224,23 @@ class Session:
             return await self.client.call(method, params)
 
 
-async def _with_session(endpoint: tuple[str, int], fn: Callable[[Session], Any]) -> Any:
-    client = await RpcClient.connect(*endpoint)
+async def _with_session(
+    endpoint: tuple[str, int],
+    fn: Callable[[Session], Any],
+    ssl_context: ssl.SSLContext | None = None,
+) -> Any:
+    client = await RpcClient.connect(*endpoint, ssl_context=ssl_context)
+    failed: DcronError | None = None
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(client.run)
-            result = await fn(Session(client))
+            try:
+                result = await fn(Session(client))
+            except DcronError as exc:  # raised here, not as an ExceptionGroup from the nursery
+                failed = exc
             nursery.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
         return result
     finally:
         await client.aclose()
@@ -300,14 +320,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``dcronctl``."""
     args = build_parser().parse_args(argv)
     try:
+        if args.noun == "ca":
+            return run_ca(args)
         text = args.endpoint or os.environ.get("DCRON_ENDPOINT") or f"127.0.0.1:{DEFAULT_API_PORT}"
         endpoint = parse_address(text, "--endpoint")
         if args.noun == "job" and args.verb in ("create", "update"):
             job_spec(args)  # bad input is refused before anything is sent
-        return int(trio.run(_with_session, endpoint, lambda s: dispatch(args, s)))
+        context = client_tls(args)
+        return int(trio.run(_with_session, endpoint, lambda s: dispatch(args, s), context))
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except TlsError as exc:
+        _error(f"{exc} (check --ca/--cert/--key or $DCRON_CA/$DCRON_CERT/$DCRON_KEY; docs/tls.md)")
+        return EXIT_UNREACHABLE
     except Unavailable as exc:
         _error(f"{exc} (is dcrond running? set --endpoint or $DCRON_ENDPOINT)")
         return EXIT_UNREACHABLE

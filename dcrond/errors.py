@@ -6,9 +6,11 @@
     ├── ConfigError                 the operator's fault: a bad config file (exit 78)
     ├── InvalidRequest              the caller's fault: bad input, nothing was changed
     │   ├── NotFound                the named job, run or node does not exist
-    │   └── AlreadyExists           a job with that name exists
+    │   ├── AlreadyExists           a job with that name exists
+    │   └── PermissionDenied        the caller's certificate does not allow that method
     ├── NotLeader                   this node cannot serve the request; carries a hint
     ├── Unavailable                 no quorum or the daemon is shutting down; retry later
+    │   └── TlsError                a TLS handshake failed or a peer's certificate was refused
     ├── ProtocolError               a peer sent a malformed or oversized frame
     └── StorageError                the disk or object storage failed (or holds a corrupt log)
         ├── CorruptLog              a torn or corrupted log tail was found and not applied
@@ -47,6 +49,10 @@ class AlreadyExists(InvalidRequest):
     """An object with that name already exists."""
 
 
+class PermissionDenied(InvalidRequest):
+    """The caller may not call that method (e.g. a client certificate calling a node's)."""
+
+
 class NotLeader(DcronError):
     """This node is not the leader; ``leader`` names the one it knows, if any."""
 
@@ -57,6 +63,12 @@ class NotLeader(DcronError):
 
 class Unavailable(DcronError):
     """The cluster cannot serve the request right now (no quorum, shutting down)."""
+
+
+class TlsError(Unavailable):
+    """A TLS connection could not be made: no, a foreign or an unusable certificate,
+    or a peer that does not speak TLS. Retrying does not help until the certificates
+    (or the TLS settings) are fixed; the message says which side refused and why."""
 
 
 class ProtocolError(DcronError):
