@@ -36,6 +36,16 @@ through TCP). Any bad frame -- oversized, not msgpack, malformed, misaddressed
 -- closes *that* connection, is counted in ``rejected_frames`` and logged as
 ``raft_frame_rejected``; the node itself carries on.
 
+With ``tls`` (a :class:`dcrond.tls.NodeTls`) every connection is mutual TLS
+1.3 before the first frame: the acceptor admits only a *node* certificate
+from the cluster's CA and then requires the hello's ``node_id`` to be the
+certificate's name; the dialer requires the certificate it is shown to name
+the peer it meant to reach. So a node can only speak as itself, a client
+certificate cannot join, and an address that moved to another host is
+noticed. A failed TLS handshake or identity check is counted as a refused
+connection and logged as ``tls_refused addr=… reason=…`` (acceptor) or
+``raft_connection_refused peer=… reason='refused: tls: …'`` (dialer).
+
 Everything runs in the nursery of :meth:`RaftTransport.serve`; cancelling it
 closes every socket.
 """
@@ -52,8 +62,9 @@ from typing import Any, Final, TypeAlias, final
 
 import trio
 
+from dcrond import tls as _tls
 from dcrond._wire import DEFAULT_MAX_FRAME, FrameStream, encode_frame
-from dcrond.errors import ProtocolError
+from dcrond.errors import ProtocolError, TlsError
 from dcrond.raft._codec import decode, encode
 from dcrond.raft._types import Message, NodeId
 
@@ -130,8 +141,9 @@ class RaftTransport:
     ``peers`` maps node ids to ``(host, port)``; an entry for ``node_id``
     itself is ignored. Received messages go to ``send_channel`` if one is
     given, else to :attr:`receive_channel` (buffer ``receive_buffer``).
-    ``rng`` drives the backoff jitter. Errors raised by the constructor
-    (ValueError) are the caller's fault.
+    ``rng`` drives the backoff jitter. ``tls`` turns on mutual TLS (see the
+    module docstring). Errors raised by the constructor (ValueError) are the
+    caller's fault.
     """
 
     def __init__(
@@ -151,6 +163,7 @@ class RaftTransport:
         backoff_cap: float = 1.0,
         connect_timeout: float = 5.0,
         handshake_timeout: float = 5.0,
+        tls: _tls.NodeTls | None = None,
     ) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, not {max_queue}")
@@ -167,6 +180,7 @@ class RaftTransport:
         self._backoff_cap = backoff_cap
         self._connect_timeout = connect_timeout
         self._handshake_timeout = handshake_timeout
+        self._tls = tls
         self._receive_channel: trio.MemoryReceiveChannel[Message] | None = None
         if send_channel is None:
             send_channel, self._receive_channel = trio.open_memory_channel[Message](receive_buffer)
@@ -366,9 +380,19 @@ class RaftTransport:
         host, port = peer.address
         try:
             with trio.fail_after(self._connect_timeout):
-                stream = await trio.open_tcp_stream(host, port)
+                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as exc:
             return f"connect failed: {exc or type(exc).__name__}", False
+        if self._tls is not None:
+            try:
+                stream, identity = await _tls.connect(
+                    stream, self._tls.client, timeout=self._handshake_timeout
+                )
+            except TlsError as exc:
+                return f"refused: tls: {exc}", False
+            if identity.kind != "node" or identity.name != peer.node_id:
+                await trio.aclose_forcefully(stream)
+                return f"refused: tls: reached {identity}, not node {peer.node_id!r}", False
         conn = FrameStream(stream, max_frame=_HELLO_MAX_FRAME)
         token = object()
         async with conn:
@@ -380,6 +404,9 @@ class RaftTransport:
                 if reason:
                     return f"refused: {reason}", False
             except (*_CONN_ERRORS, ProtocolError, trio.EndOfChannel, trio.TooSlowError) as exc:
+                if self._tls is not None and _tls.ssl_failure(exc) is not None:
+                    # TLS 1.3: the acceptor judged our certificate after our handshake
+                    return f"refused: tls: the peer hung up: {_tls.describe(exc)}", False
                 return f"handshake failed: {exc or type(exc).__name__}", False
             conn.max_frame = self._max_frame
             if peer.ever_connected:
@@ -447,7 +474,10 @@ class RaftTransport:
             addr = f"{name[0]}:{name[1]}"
         except OSError:
             addr = "?"
-        conn = FrameStream(stream, max_frame=_HELLO_MAX_FRAME)
+        secured = await self._accept_tls(stream, addr)
+        if secured is None:
+            return
+        conn, identity = secured
         peer_id = "?"
         try:
             with trio.move_on_after(self._handshake_timeout) as timer:
@@ -456,6 +486,11 @@ class RaftTransport:
                 self._refuse_log(addr, "no hello in time")
                 return
             reason = self._check_hello(hello, expect=None)
+            if not reason and identity is not None and hello["node_id"] != identity.name:
+                reason = (
+                    f"node_id {hello['node_id'][:100]!r} is not the name in its certificate"
+                    f" ({identity.name!r})"
+                )
             if reason:
                 self._refuse_log(addr, reason)
                 with trio.move_on_after(self._handshake_timeout):
@@ -482,20 +517,44 @@ class RaftTransport:
             log.debug("raft_connection_closed peer=%s addr=%s", peer_id, addr)
         except _CONN_ERRORS as exc:
             log.debug("raft_connection_lost peer=%s addr=%s error=%r", peer_id, addr, str(exc))
+        finally:
+            await trio.aclose_forcefully(conn)
 
-    def _refuse_log(self, addr: str, reason: str) -> None:
+    async def _accept_tls(
+        self, stream: trio.SocketStream, addr: str
+    ) -> tuple[FrameStream, _tls.PeerIdentity | None] | None:
+        """The connection to read hellos from and the peer's identity (None without TLS);
+        None if TLS refused it."""
+        if self._tls is None:
+            return FrameStream(stream, max_frame=_HELLO_MAX_FRAME), None
+        try:
+            secure, identity = await _tls.accept(
+                stream, self._tls.server, timeout=self._handshake_timeout
+            )
+        except TlsError as exc:
+            self._refuse_log(addr, str(exc), event="tls_refused")
+            return None
+        if identity.kind != "node":
+            self._refuse_log(addr, f"{identity} is not a node certificate", event="tls_refused")
+            await trio.aclose_forcefully(secure)
+            return None
+        return FrameStream(secure, max_frame=_HELLO_MAX_FRAME), identity
+
+    def _refuse_log(
+        self, addr: str, reason: str, *, event: str = "raft_connection_refused"
+    ) -> None:
         """Count a refused connection; warn once a minute per (host, reason), else debug."""
         self._rejected_connections += 1
         key = (addr.rpartition(":")[0], reason)
         now = trio.current_time()
         last = self._refusals.get(key)
         if last is not None and now - last < _REFUSAL_LOG_INTERVAL:
-            log.debug("raft_connection_refused addr=%s reason=%r", addr, reason)
+            log.debug("%s addr=%s reason=%r", event, addr, reason)
             return
         if len(self._refusals) >= 1024:
             self._refusals.clear()
         self._refusals[key] = now
-        log.warning("raft_connection_refused addr=%s reason=%r", addr, reason)
+        log.warning("%s addr=%s reason=%r", event, addr, reason)
 
     async def _read_loop(self, peer_id: NodeId, conn: FrameStream) -> None:
         """Decode and deliver messages; ProtocolError on the first bad one."""
