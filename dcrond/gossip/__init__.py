@@ -5,7 +5,8 @@
 - ``_broadcast``: the queue of updates piggybacked on packets.
 - ``_core``: the pure state machine (no I/O, no clock, no randomness of its own).
 - ``_codec``: msgpack encoding of packets and push-pull state, validated strictly.
-- ``_seal``: the seam where packets get sealed (AEAD later) and opened.
+- ``_seal``: the seam where packets get sealed and opened.
+- ``_aead``: the sealer a cluster uses: ChaCha20-Poly1305 keyed from the join secret.
 - ``_driver``: the trio driver (UDP socket, TCP push-pull, timers).
 
 See docs/gossip.md for the protocol, its parameters and what each test proves.
@@ -13,6 +14,7 @@ See docs/gossip.md for the protocol, its parameters and what each test proves.
 
 from __future__ import annotations
 
+from dcrond.gossip._aead import AeadSealer, SealStatistics
 from dcrond.gossip._core import GossipCore, Rng
 from dcrond.gossip._driver import GossipNode, NodeStatistics
 from dcrond.gossip._seal import PLAINTEXT, PlainText, Sealer
@@ -45,6 +47,7 @@ __all__ = [
     "PLAINTEXT",
     "Ack",
     "Address",
+    "AeadSealer",
     "Alive",
     "Dead",
     "EventKind",
@@ -66,6 +69,7 @@ __all__ = [
     "PushPull",
     "Ready",
     "Rng",
+    "SealStatistics",
     "Sealer",
     "StateEntry",
     "Suspect",
