@@ -23,6 +23,7 @@ from dcrond.errors import ConfigError
 
 SYSTEM_CONFIG = Path("/etc/dcrond/dcrond.toml")
 DEFAULT_API_PORT = 7300
+DEFAULT_GOSSIP_PORT = 7302
 DEFAULT_RAFT_PORT = 7301
 
 
@@ -86,9 +87,27 @@ class RaftConfig:
 @final
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
-    """[cluster]: which cluster this node belongs to."""
+    """[cluster]: which cluster this node belongs to and how hosts find each other."""
 
     name: str = "dcrond"
+    gossip_listen: str = f"127.0.0.1:{DEFAULT_GOSSIP_PORT}"  #: UDP and TCP, same port
+    advertise: str = ""  #: host:port others reach our gossip at (empty: gossip_listen)
+    bootstrap_wait_s: float = 3.0  #: a fresh host listens this long before founding a cluster
+    dead_grace_s: float = 30.0  #: a voter dead this long is replaced by a learner
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """[discovery]: how a host finds its first peers (docs/cluster.md).
+
+    ``join`` entries are ``host``, ``host:port`` or ``[v6]:port`` (the port
+    defaults to the gossip port); names are resolved again every 30 s.
+    """
+
+    zeroconf: bool = True  #: announce and browse _dcrond._tcp by multicast DNS (not on loopback)
+    join: tuple[str, ...] = ()  #: seeds for routed networks, where multicast does not reach
+    interface: str = ""  #: address of the interface mDNS uses (empty: the advertised gossip host)
 
 
 @final
@@ -108,16 +127,6 @@ class StorageConfig:
     part_bytes: int = 8 * 1024 * 1024  #: multipart upload part size (S3 minimum: 5 MiB)
     parts_in_flight: int = 4  #: parts uploaded at once (memory: ~2 x parts x part_bytes)
     timeout_s: float = 120.0  #: deadline of one storage call, plus its size at 256 KiB/s
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerConfig:
-    """[runner]: how this host runs attempts."""
-
-    slots: int = 16  #: attempts this host runs at once
-    output_cap_bytes: int = 16 * 1024 * 1024  #: spooled output kept per attempt
-    kill_grace_s: float = 10.0  #: SIGTERM to SIGKILL on timeout or kill
-    default_user: str = ""  #: user for jobs without --user when dcrond runs as root
 
 
 @final
@@ -140,6 +149,16 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RunnerConfig:
+    """[runner]: how this host runs attempts."""
+
+    slots: int = 16  #: attempts this host runs at once
+    output_cap_bytes: int = 16 * 1024 * 1024  #: spooled output kept per attempt
+    kill_grace_s: float = 10.0  #: SIGTERM to SIGKILL on timeout or kill
+    default_user: str = ""  #: user for jobs without --user when dcrond runs as root
+
+
+@dataclass(frozen=True, slots=True)
 class JobsConfig:
     """[jobs]: limits and defaults applied to every job."""
 
@@ -157,6 +176,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     raft: RaftConfig = field(default_factory=RaftConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
@@ -218,6 +238,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "api": ApiConfig,
     "raft": RaftConfig,
     "cluster": ClusterConfig,
+    "discovery": DiscoveryConfig,
     "storage": StorageConfig,
     "runner": RunnerConfig,
     "jobs": JobsConfig,
@@ -245,6 +266,10 @@ def _section(name: str, cls: type[Any], raw: object) -> Any:
         default = getattr(cls(), key)
         if type(default) is float and type(value) is int:
             value = float(value)  # TOML's 10 for a float key
+        if type(default) is tuple:  # a list of strings (the only kind of list a key takes)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name}.{key}: expected a list of strings, got {value!r}")
+            value = tuple(value)
         if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
             value, type(default)
         ):
@@ -288,6 +313,7 @@ def load_config(
     parse_address(config.raft.listen, "raft.listen")
     if config.raft.tick_ms <= 0 or config.raft.election_ticks < 2:
         raise ConfigError("raft.tick_ms must be > 0 and raft.election_ticks >= 2")
+    _check_discovery(config.discovery)
     _check_tls(config)
     return config
 
@@ -304,3 +330,34 @@ def _check_tls(config: Config) -> None:
                 f"{key}: {text} is reachable from other hosts but tls.mode is 'off': turn TLS"
                 " on (docs/tls.md) or set tls.insecure = true to accept plain text"
             )
+
+
+def parse_join_entry(text: str, default_port: int) -> tuple[str, int]:
+    """A ``[discovery] join`` entry (``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a
+    bare IPv6 address) to (host, port); ConfigError naming the key otherwise."""
+    text = text.strip()
+    host, port_text = text, str(default_port)
+    if text.startswith("["):
+        close = text.find("]")
+        rest = text[close + 1 :] if close > 0 else "?"
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"discovery.join: expected host or host:port, got {text!r}")
+        host = text[1:close]
+        port_text = rest[1:] if rest else port_text
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise ConfigError(f"discovery.join: expected host or host:port, got {text!r}")
+    return host, int(port_text)
+
+
+def _check_discovery(discovery: DiscoveryConfig) -> None:
+    for entry in discovery.join:
+        parse_join_entry(entry, 1)
+    if discovery.interface:
+        try:
+            ipaddress.ip_address(discovery.interface)
+        except ValueError:
+            raise ConfigError(
+                f"discovery.interface: expected an IP address, got {discovery.interface!r}"
+            ) from None

@@ -1,10 +1,9 @@
 """``dcrond``: the daemon every host runs.
 
-It runs one Raft member (a one-voter cluster until the cluster issue lands)
-whose state machine is the job table (``ReplicatedTable`` over ``JobStore``),
-the engine (scheduler on the leader, runner on every node) on top of it,
-and the RPC server ``dcronctl`` talks to (``Service``). With no config it
-keeps everything in a local data folder and listens on 127.0.0.1 only.
+It runs one ``dcrond.host.Host``: gossip, a Raft member whose state machine
+is the job table, the engine (scheduler on the leader, runner on every host)
+and the RPC server ``dcronctl`` talks to. With no config it founds a
+one-host cluster in a local data folder and listens on 127.0.0.1 only.
 
 Under systemd (``dist/dcrond.service``, ``Type=notify``) it says
 ``READY=1`` once the API listens, keeps ``STATUS=`` current, pings the
@@ -19,27 +18,18 @@ import argparse
 import faulthandler
 import logging
 import os
-import random
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
 from dcrond import __version__
 from dcrond._logfmt import FORMATS, default_format, make_handler
-from dcrond._systemd import Notifier, status_line, watchdog, without_systemd_variables
-from dcrond.config import Config, load_config, parse_address
-from dcrond.engine import Engine
-from dcrond.errors import ConfigError, StorageError
-from dcrond.raft import Config as RaftCoreConfig
-from dcrond.raft import ConfState, LogStorage, RaftTransport, open_node
-from dcrond.replica import Replica, ReplicatedTable
-from dcrond.rpc import RpcServer
-from dcrond.runner import LocalProcessRunner
-from dcrond.service import Service
-from dcrond.store import JobStore
-from dcrond.store._blobs import Blobs
+from dcrond._systemd import Notifier, status_line, watchdog
+from dcrond.config import Config, load_config
+from dcrond.errors import ConfigError
+from dcrond.host import Host
 
 log = logging.getLogger("dcrond")
 
@@ -68,7 +58,12 @@ async def _report_status(notifier: Notifier, line: Callable[[], str], first: str
             last = now
 
 
-async def serve(config: Config, *, notifier: Notifier | None = None) -> None:
+async def serve(
+    config: Config,
+    *,
+    notifier: Notifier | None = None,
+    seeds: Sequence[tuple[str, int]] = (),
+) -> None:
     """Run the daemon until SIGTERM or SIGINT.
 
     ``notifier`` is where systemd notifications go (default: from the
@@ -77,58 +72,15 @@ async def serve(config: Config, *, notifier: Notifier | None = None) -> None:
     if notifier is None:
         notifier = Notifier.from_environ()
     notifier.send("STATUS=starting: opening the Raft log and the job table")
-    data = config.data_path
-    data.mkdir(parents=True, exist_ok=True)
-    name = config.node.name
-    store = JobStore.open(data / "jobs.db")
-    storage = LogStorage.open(data / "raft.db", sync=config.raft.fsync)
+    host = Host(config, seeds=seeds)
     try:
-        table = ReplicatedTable(store)
-        transport = RaftTransport(
-            name, config.cluster.name, parse_address(config.raft.listen, "raft.listen"), {}
-        )
-        node = open_node(
-            name,
-            storage,
-            transport,
-            table,
-            bootstrap=ConfState(voters=frozenset([name])),
-            config=RaftCoreConfig(
-                election_ticks=config.raft.election_ticks, send_appends_early=True
-            ),
-            rng=random.Random(),
-            tick_seconds=config.raft.tick_ms / 1000,
-            snapshot_entries=config.raft.snapshot_entries,
-        )
-        replica = Replica(node, table, name=name)
-        blobs = Blobs(config.storage_url, cache_dir=config.cache_path)
-        try:
-            await blobs.check()
-        except StorageError as exc:
-            log.error("storage_unavailable url=%s error=%r", config.storage_url, str(exc))
-        # the runner passes on only PATH and LANG; dropping systemd's own
-        # variables here as well keeps them from jobs if that list ever grows
-        runner = LocalProcessRunner(data / "runs", daemon_env=without_systemd_variables(os.environ))
-        engine = Engine(replica, runner, blobs, config, host=name)
-        service = Service(replica, engine, blobs, config)
-        server = RpcServer(service.handlers())
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
-                await nursery.start(node.run)
-                if node.core.conf.voters == {name}:
-                    await node.campaign()
-                await nursery.start(engine.run)
-                host, port = parse_address(config.api.listen, "api.listen")
-                bound = await nursery.start(server.serve_tcp, host, port)
-                log.info(
-                    "dcrond_started node=%s api=%s:%d data=%s storage=%s config=%s",
-                    name,
-                    bound[0],
-                    bound[1],
-                    data,
-                    config.storage_url,
-                    config.source,
-                )
+                await nursery.start(host.run)
+                node, replica, engine = host.node, host.replica, host.engine
+                assert node is not None and replica is not None and engine is not None
+                transport = host.transport
+                assert transport is not None
 
                 def line() -> str:
                     return status_line(
@@ -146,14 +98,11 @@ async def serve(config: Config, *, notifier: Notifier | None = None) -> None:
                 async for signum in signals:
                     log.info("dcrond_stopping signal=%s", signal.Signals(signum).name)
                     notifier.send("STOPPING=1\nSTATUS=stopping; running jobs keep running")
-                    with trio.move_on_after(SHUTDOWN_GRACE_S):
-                        await engine.shutdown()
+                    await host.stop(SHUTDOWN_GRACE_S)
                     nursery.cancel_scope.cancel()
                     break
     finally:
         notifier.close()
-        storage.close()
-        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,9 +217,19 @@ class Replica:
         while (self.node.core.role, self.node.core.term) == (role, term):
             await self.node.wait_changed()
 
-    async def read_barrier(self) -> None:
+    async def read_barrier(self, *, patience: float = 5.0) -> None:
         """Wait until this node's copy reflects every write committed before the call.
 
-        NotLeader when no leader confirms it (then ``--stale`` reads are all there is).
+        While there is no leader (an election, a restart) it keeps asking for
+        up to ``patience`` seconds; then NotLeader.
         """
-        await self.node.read_barrier()
+        deadline = trio.current_time() + patience
+        while True:
+            try:
+                await self.node.read_barrier()
+                return
+            except NotLeader:
+                if trio.current_time() >= deadline:
+                    raise
+                with trio.move_on_at(deadline):
+                    await self.node.wait_changed()

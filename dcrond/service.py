@@ -27,7 +27,10 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import trio
+
 from dcrond import __version__
+from dcrond.cluster import ClusterRuntime
 from dcrond.config import Config
 from dcrond.errors import InvalidRequest
 from dcrond.replica import Replica
@@ -121,11 +124,22 @@ class _Params:
 class Service:
     """The handlers of one node's RPC server."""
 
-    def __init__(self, replica: Replica, engine: RunEngine, blobs: Blobs, config: Config) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        engine: RunEngine,
+        blobs: Blobs,
+        config: Config,
+        *,
+        cluster: ClusterRuntime | None = None,
+        storage_error: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.replica = replica
+        self._storage_error = storage_error
         self.engine = engine
         self.blobs = blobs
         self.config = config
+        self.cluster = cluster
 
     def handlers(self) -> dict[str, Handler]:
         """Method name -> handler, for ``RpcServer``."""
@@ -213,6 +227,14 @@ class Service:
         p = _Params("run.kill", params, ("id",))
         return await self.engine.kill(p.name("id"), actor=p.actor)
 
+    def _lag(self, last_index: int) -> dict[str, int] | None:
+        """Entries each member is behind (known on the leader only)."""
+        core = self.replica.node.core
+        progress = core.status().progress
+        if not progress:
+            return None
+        return {p.node: max(0, last_index - p.match) for p in progress}
+
     async def raft_propose(self, params: dict[str, Any]) -> Any:
         """A command forwarded by a follower (``dcrond.forward``): commit it here."""
         p = _Params("raft.propose", params, ("data",))
@@ -276,20 +298,54 @@ class Service:
     async def node_list(self, params: dict[str, Any]) -> Any:
         _Params("node.list", params, ("stale",))
         st = self.replica.node.statistics()
-        return [
-            {
-                "name": member,
-                "address": self.config.raft.listen if member == st.node_id else None,
-                "state": "alive" if member == st.node_id else "unknown",
-                "raft_role": (
-                    st.role.name.lower()
-                    if member == st.node_id
-                    else ("leader" if member == st.leader else "voter")
-                ),
-                "version": __version__ if member == st.node_id else None,
-            }
-            for member in sorted({*st.voters, *st.learners, st.node_id})
-        ]
+        conf = set(st.voters) | set(st.learners)
+
+        def role(name: str) -> str | None:
+            if name == st.leader:
+                return "leader"
+            if name in st.voters:
+                return "voter"
+            if name in st.learners:
+                return "learner"
+            return None
+
+        rows: dict[str, dict[str, Any]] = {}
+        if self.cluster is not None:
+            wall, mono = self.replica.now_ms(), trio.current_time()
+            for m in self.cluster.gossip.members():
+                same = m.meta.cluster_id == self.cluster.cluster_id
+                if not same and m.name not in conf:
+                    continue
+                seen = m.last_seen if m.name != st.node_id else mono
+                rows[m.name] = {
+                    "name": m.name,
+                    "address": m.address[0],
+                    "api_port": m.meta.api_port,
+                    "state": m.state.name.lower() if same else "other_cluster",
+                    "raft_role": role(m.name),
+                    "tags": m.meta.tag_map(),
+                    "free_slots": m.meta.free_slots,
+                    "version": m.meta.version or None,
+                    "last_seen": None
+                    if seen is None
+                    else format_instant(wall - int((mono - seen) * 1000)),
+                }
+        for name in sorted(conf | {st.node_id}):
+            rows.setdefault(
+                name,
+                {
+                    "name": name,
+                    "address": None,
+                    "api_port": None,
+                    "state": "alive" if name == st.node_id else "unknown",
+                    "raft_role": role(name),
+                    "tags": {},
+                    "free_slots": None,
+                    "version": __version__ if name == st.node_id else None,
+                    "last_seen": None,
+                },
+            )
+        return [rows[name] for name in sorted(rows)]
 
     async def cluster_status(self, params: dict[str, Any]) -> Any:
         _Params("cluster.status", params, ("stale",))
@@ -306,9 +362,11 @@ class Service:
             "last_index": st.last_index,
             "voters": list(st.voters),
             "learners": list(st.learners),
+            "lag": self._lag(st.last_index),
+            "cluster_id": self.cluster.cluster_id if self.cluster is not None else None,
             "jobs": store.jobs,
             "runs": store.runs,
-            "storage": self.blobs.url,
+            "storage": {"url": self.blobs.url, "error": self._storage_error()},
             "version": __version__,
             "time": format_instant(self.replica.now_ms()),
         }

@@ -29,11 +29,12 @@ def _ctl(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    api, raft = free_ports(2)
+    api, raft, gossip = free_ports(3)
     config = tmp_path / "dcrond.toml"
     config.write_text(
         f"[node]\nname = 'solo'\ndata_dir = '{tmp_path / 'data'}'\n"
-        f"[api]\nlisten = '127.0.0.1:{api}'\n[raft]\nlisten = '127.0.0.1:{raft}'\n",
+        f"[api]\nlisten = '127.0.0.1:{api}'\n[raft]\nlisten = '127.0.0.1:{raft}'\n"
+        f"[cluster]\ngossip_listen = '127.0.0.1:{gossip}'\n",
         encoding="utf-8",
     )
     proc = subprocess.Popen(

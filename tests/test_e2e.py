@@ -31,12 +31,13 @@ class Daemon:
     """A dcrond process with its own data folder and ports; restartable."""
 
     def __init__(self, tmp_path: Path) -> None:
-        api, raft = free_ports(2)
+        api, raft, gossip = free_ports(3)
         self.endpoint = f"127.0.0.1:{api}"
         self.config = tmp_path / "dcrond.toml"
         self.config.write_text(
             f"[node]\nname = 'solo'\ndata_dir = '{tmp_path / 'data'}'\n"
             f"[api]\nlisten = '{self.endpoint}'\n[raft]\nlisten = '127.0.0.1:{raft}'\n"
+            f"[cluster]\ngossip_listen = '127.0.0.1:{gossip}'\n"
             "[runner]\nkill_grace_s = 2.0\n",
             encoding="utf-8",
         )
@@ -224,7 +225,7 @@ def test_a_restart_with_a_run_in_flight_leaves_nothing_running_and_catches_up(
     _until(lambda: daemon.json("run", "get", run["id"])["state"] == "running", 10, "running")
     assert daemon.stop(signal.SIGTERM) == 0
     stopped_at = time.time()
-    time.sleep(10)  # instants of every2 missed beyond the engine's 5 s grace
+    time.sleep(12)  # six instants of every2 fall in the downtime
     restarted_at = time.time()
     daemon.start()
     # the run in flight ends accurately: re-adopted (and then succeeded) or lost; never stuck
@@ -242,10 +243,12 @@ def test_a_restart_with_a_run_in_flight_leaves_nothing_running_and_catches_up(
     runs = daemon.runs("every2")
     instants = [_seconds(r["scheduled_at"]) for r in runs]
     assert len(set(instants)) == len(instants)
-    # instants more than the grace (5 s) before the restart were missed: 'latest'
-    # runs one of them; those within the grace simply run late
-    missed = [t for t in instants if stopped_at < t < restarted_at - 6]
-    assert len(missed) == 1, f"catch-up 'latest' ran {missed} of the missed instants"
+    # of the instants in the downtime, those older than the engine's grace (5 s) at
+    # the restart were missed and 'latest' runs only the newest of them; the few
+    # within the grace run late: so some ran, and not all
+    window = [t for t in range(int(stopped_at) + 1, int(restarted_at)) if t % 2 == 0]
+    ran = [t for t in instants if stopped_at < t < restarted_at]
+    assert 1 <= len(ran) <= len(window) - 2, f"downtime instants {window}, ran {ran}"
     assert all(r["state"] in FINAL | {"running", "scheduled"} for r in runs)
 
 

@@ -368,7 +368,7 @@ class Dcrond:
     """
 
     def __init__(self, tmp_path: Path, config: str | None = None) -> None:
-        self.api, raft = free_ports(2)
+        self.api, raft, gossip = free_ports(3)
         self.endpoint = f"127.0.0.1:{self.api}"
         self.config = tmp_path / "dcrond.toml"
         self.config.write_text(
@@ -376,6 +376,7 @@ class Dcrond:
             or (
                 f"[node]\nname = 'solo'\ndata_dir = '{tmp_path / 'data'}'\n"
                 f"[api]\nlisten = '{self.endpoint}'\n[raft]\nlisten = '127.0.0.1:{raft}'\n"
+                f"[cluster]\ngossip_listen = '127.0.0.1:{gossip}'\n"
             ),
             encoding="utf-8",
         )
