@@ -71,6 +71,7 @@ from typing import Any, Final, Literal, final
 import trio
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
+from dcrond.config import parse_join_entry
 from dcrond.errors import ConfigError
 
 __all__ = [
@@ -128,25 +129,7 @@ def secret_tag(cluster: str, secret: bytes) -> str:
 
 def parse_seed(text: str, default_port: int) -> Address:
     """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` to (host, port); ConfigError if not."""
-    text = text.strip()
-    host, port = text, default_port
-    if text.startswith("["):
-        close = text.find("]")
-        rest = text[close + 1 :] if close > 0 else "?"
-        if rest and not rest.startswith(":"):
-            raise ConfigError(f"discovery.join: expected host or host:port, got {text!r}")
-        host = text[1:close]
-        port_text = rest[1:] if rest else str(default_port)
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    elif ":" in text:  # a bare IPv6 address
-        port_text = str(default_port)
-    else:
-        port_text = str(default_port)
-    if not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-        raise ConfigError(f"discovery.join: expected host or host:port, got {text!r}")
-    port = int(port_text)
-    return host, port
+    return parse_join_entry(text, default_port)
 
 
 def _format(address: Address) -> str:

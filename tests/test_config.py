@@ -71,7 +71,7 @@ def test_the_example_file_loads_and_shows_every_key_at_its_default(tmp_path: Pat
     example = Path(__file__).parent.parent / "dcrond.toml.example"
     loaded = load_config(example)
     defaults = Config()
-    for section in ("node", "api", "raft", "cluster", "storage", "runner", "jobs"):
+    for section in ("node", "api", "raft", "cluster", "discovery", "storage", "runner", "jobs"):
         for f in dataclasses.fields(getattr(defaults, section)):
             if section == "node":
                 continue  # commented out: the defaults depend on the host
@@ -79,3 +79,28 @@ def test_the_example_file_loads_and_shows_every_key_at_its_default(tmp_path: Pat
             assert getattr(getattr(loaded, section), f.name) == getattr(
                 getattr(defaults, section), f.name
             ), f"{section}.{f.name} differs from its default"
+
+
+def test_join_takes_a_list_of_strings(tmp_path: Path) -> None:
+    text = '[discovery]\njoin = ["h1", "h2:7400", "[fd00::5]:7302"]\nzeroconf = false\n'
+    config = load_config(_write(tmp_path, text))
+    assert config.discovery.join == ("h1", "h2:7400", "[fd00::5]:7302")
+    assert config.discovery.zeroconf is False
+    assert load_config(_write(tmp_path, "[discovery]\njoin = []\n")).discovery.join == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[discovery]\njoin = 'h1'\n", "discovery.join: expected a list of strings"),
+        ("[discovery]\njoin = ['h1', 7302]\n", "discovery.join: expected a list of strings"),
+        ("[discovery]\njoin = ['h1:port']\n", "discovery.join: expected host or host:port"),
+        ("[discovery]\ninterface = 'eth0'\n", "discovery.interface: expected an IP address"),
+        ("[discovery]\nzeroconf = 'yes'\n", "discovery.zeroconf: expected bool, got str"),
+    ],
+)
+def test_bad_discovery_settings_are_refused_with_the_dotted_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(_write(tmp_path, text))
