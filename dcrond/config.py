@@ -112,20 +112,6 @@ class DiscoveryConfig:
 
 @final
 @dataclass(frozen=True, slots=True)
-class DiscoveryConfig:
-    """[discovery]: how a host finds its first peers (docs/cluster.md).
-
-    ``join`` entries are ``host``, ``host:port`` or ``[v6]:port`` (the port
-    defaults to the gossip port); names are resolved again every 30 s.
-    """
-
-    zeroconf: bool = True  #: announce and browse _dcrond._tcp by multicast DNS (not on loopback)
-    join: tuple[str, ...] = ()  #: seeds for routed networks, where multicast does not reach
-    interface: str = ""  #: address of the interface mDNS uses (empty: the advertised gossip host)
-
-
-@final
-@dataclass(frozen=True, slots=True)
 class StorageConfig:
     """[storage]: where scripts and run logs are kept (docs/storage.md).
 
@@ -191,7 +177,6 @@ class Config:
     raft: RaftConfig = field(default_factory=RaftConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
-    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
@@ -254,7 +239,6 @@ _SECTIONS: dict[str, type[Any]] = {
     "raft": RaftConfig,
     "cluster": ClusterConfig,
     "discovery": DiscoveryConfig,
-    "discovery": DiscoveryConfig,
     "storage": StorageConfig,
     "runner": RunnerConfig,
     "jobs": JobsConfig,
@@ -282,10 +266,6 @@ def _section(name: str, cls: type[Any], raw: object) -> Any:
         default = getattr(cls(), key)
         if type(default) is float and type(value) is int:
             value = float(value)  # TOML's 10 for a float key
-        if type(default) is tuple:  # a list of strings (the only kind of list a key takes)
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{name}.{key}: expected a list of strings, got {value!r}")
-            value = tuple(value)
         if type(default) is tuple:  # a list of strings (the only kind of list a key takes)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name}.{key}: expected a list of strings, got {value!r}")
@@ -334,7 +314,6 @@ def load_config(
     if config.raft.tick_ms <= 0 or config.raft.election_ticks < 2:
         raise ConfigError("raft.tick_ms must be > 0 and raft.election_ticks >= 2")
     _check_discovery(config.discovery)
-    _check_discovery(config.discovery)
     _check_tls(config)
     return config
 
@@ -351,37 +330,6 @@ def _check_tls(config: Config) -> None:
                 f"{key}: {text} is reachable from other hosts but tls.mode is 'off': turn TLS"
                 " on (docs/tls.md) or set tls.insecure = true to accept plain text"
             )
-
-
-def parse_join_entry(text: str, default_port: int) -> tuple[str, int]:
-    """A ``[discovery] join`` entry (``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a
-    bare IPv6 address) to (host, port); ConfigError naming the key otherwise."""
-    text = text.strip()
-    host, port_text = text, str(default_port)
-    if text.startswith("["):
-        close = text.find("]")
-        rest = text[close + 1 :] if close > 0 else "?"
-        if rest and not rest.startswith(":"):
-            raise ConfigError(f"discovery.join: expected host or host:port, got {text!r}")
-        host = text[1:close]
-        port_text = rest[1:] if rest else port_text
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) <= 65535:
-        raise ConfigError(f"discovery.join: expected host or host:port, got {text!r}")
-    return host, int(port_text)
-
-
-def _check_discovery(discovery: DiscoveryConfig) -> None:
-    for entry in discovery.join:
-        parse_join_entry(entry, 1)
-    if discovery.interface:
-        try:
-            ipaddress.ip_address(discovery.interface)
-        except ValueError:
-            raise ConfigError(
-                f"discovery.interface: expected an IP address, got {discovery.interface!r}"
-            ) from None
 
 
 def parse_join_entry(text: str, default_port: int) -> tuple[str, int]:
