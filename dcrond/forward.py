@@ -10,6 +10,10 @@ leader's answer. Because the session and number travel with the command, a
 forward that times out and is retried — even through a different leader after
 an election — is applied once at most.
 
+With mutual TLS (``ssl_context``: the node's client context) the leader's
+certificate must carry the leader's name, so a moved address cannot divert
+a write to another node.
+
 The forwarder keeps one pipelined RPC connection to the current leader and
 opens a new one when the leader (or its address, from gossip) changes. Who
 may call ``raft.propose`` is the RPC layer's business (with mutual TLS: node
@@ -19,6 +23,7 @@ certificates only).
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Callable
 
 import trio
@@ -35,8 +40,15 @@ AddressOf = Callable[[str], tuple[str, int] | None]
 class Forwarder:
     """Send encoded commands to the leader (start ``run`` in a nursery first)."""
 
-    def __init__(self, address_of: AddressOf, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        address_of: AddressOf,
+        *,
+        timeout: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._address_of = address_of
+        self._ssl_context = ssl_context
         self._timeout = timeout
         self._client: RpcClient | None = None
         self._target: tuple[str, tuple[str, int]] | None = None
@@ -69,7 +81,10 @@ class Forwarder:
             if self._client is not None and self._target == (leader, address):
                 return self._client
             await self._close()
-            client = await RpcClient.connect(*address)
+            client = await RpcClient.connect(*address, ssl_context=self._ssl_context)
+            if client.peer is not None and client.peer.name != leader:
+                await client.aclose()
+                raise Unavailable(f"{address[0]}:{address[1]} is {client.peer}, not {leader}")
             if self._nursery is None:
                 await client.aclose()
                 raise Unavailable("the forwarder is not running")

@@ -285,9 +285,16 @@ def _actor(identity: tls.PeerIdentity, given: object) -> str:
 class RpcClient:
     """A pipelined client: many ``call``s may be in flight on one connection."""
 
-    def __init__(self, conn: FrameStream, *, endpoint: str = "dcrond") -> None:
+    def __init__(
+        self,
+        conn: FrameStream,
+        *,
+        endpoint: str = "dcrond",
+        peer: tls.PeerIdentity | None = None,
+    ) -> None:
         self._conn = conn
         self._endpoint = endpoint
+        self.peer = peer  #: the server's verified identity (over TLS)
         self._answered = False
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[trio.Event, list[Any]]] = {}
@@ -317,9 +324,10 @@ class RpcClient:
             stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
             raise errors.Unavailable(f"cannot reach dcrond at {endpoint}: {exc}") from exc
+        peer: tls.PeerIdentity | None = None
         if ssl_context is not None:
             try:
-                stream, _ = await tls.connect(
+                stream, peer = await tls.connect(
                     stream,
                     ssl_context,
                     server_hostname=server_hostname or host,
@@ -327,7 +335,7 @@ class RpcClient:
                 )
             except errors.TlsError as exc:
                 raise errors.TlsError(f"TLS with dcrond at {endpoint} failed: {exc}") from None
-        return cls(FrameStream(stream, max_frame=max_frame), endpoint=endpoint)
+        return cls(FrameStream(stream, max_frame=max_frame), endpoint=endpoint, peer=peer)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Read answers until the connection ends (run it in a nursery)."""

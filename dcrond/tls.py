@@ -35,6 +35,7 @@ it on its first read; :func:`describe` reads the alert it then gets.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket as _socket
 import ssl
@@ -56,7 +57,7 @@ from dcrond._tls_ca import (
     init_ca,
     issue,
 )
-from dcrond.config import default_tls_dir
+from dcrond.config import Config, default_tls_dir
 from dcrond.errors import ConfigError, TlsError
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "init_ca",
     "issue",
     "node_tls",
+    "node_tls_for",
     "peer_identity",
     "read_cert",
     "sent_plain_text",
@@ -88,6 +90,8 @@ __all__ = [
 log = logging.getLogger("dcrond.tls")
 
 HANDSHAKE_TIMEOUT: Final = 10.0
+#: a node warns in its log when its certificate expires sooner than this
+EXPIRY_WARNING: Final = dt.timedelta(days=30)
 _TLS_HANDSHAKE_RECORD: Final = 0x16
 
 
@@ -184,6 +188,41 @@ def node_tls(ca: Path, cert: Path, key: Path, *, name: str | None = None) -> Nod
         client=client_context(ca, cert, key, check_hostname=False),
         me=me,
     )
+
+
+def node_tls_for(config: Config) -> NodeTls | None:
+    """This node's TLS as ``config`` says: None when TLS is off, else its contexts.
+
+    ConfigError (dcrond exits 78) when a file is missing or unreadable, the
+    certificate is not a node certificate for ``node.name``, or it has
+    expired; a certificate that expires within 30 days is logged as a warning.
+    """
+    if not config.tls_enabled:
+        return None
+    ca, cert, key = config.tls_files
+    ntls = node_tls(ca, cert, key, name=config.node.name)
+    left = ntls.me.not_after - dt.datetime.now(dt.UTC)
+    if left <= dt.timedelta(0):
+        raise ConfigError(
+            f"{cert} expired on {ntls.me.not_after:%Y-%m-%d %H:%M}Z: issue a new one with"
+            f" `dcronctl ca issue node {ntls.me.name} --force` (docs/tls.md)"
+        )
+    if left < EXPIRY_WARNING:
+        log.warning(
+            "tls_certificate_expiring cert=%s name=%s expires=%s days_left=%d",
+            cert,
+            ntls.me.name,
+            f"{ntls.me.not_after:%Y-%m-%dT%H:%M}Z",
+            left.days,
+        )
+    log.info(
+        "tls_on cert=%s name=%s expires=%s ca=%s",
+        cert,
+        ntls.me.name,
+        f"{ntls.me.not_after:%Y-%m-%dT%H:%M}Z",
+        ca,
+    )
+    return ntls
 
 
 def peer_identity(stream: trio.SSLStream[Any]) -> PeerIdentity:
