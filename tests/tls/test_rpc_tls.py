@@ -10,11 +10,13 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from dcrond import tls
 from dcrond.errors import PermissionDenied, TlsError
 from dcrond.rpc import TLS_REQUIRED, RpcClient, RpcServer
 from tests.tls.conftest import Pki
@@ -189,3 +191,13 @@ async def test_a_tls_client_at_a_plain_text_server_is_told_tls_is_probably_off(p
     async with _server(None) as (_, port):
         with pytest.raises(TlsError, match=r"during the TLS handshake \(is TLS on there"):
             await _ask(port, pki.client(pki.alice))
+
+
+async def test_a_two_ca_bundle_admits_both_during_a_ca_rotation(pki: Pki, tmp_path: Path) -> None:
+    """docs/tls.md: trust old+new CA everywhere, re-issue, then drop the old CA."""
+    bundle = tmp_path / "ca.crt"
+    bundle.write_bytes(pki.alice.ca.read_bytes() + pki.other_eve.ca.read_bytes())
+    server = tls.server_context(bundle, pki.n1.cert, pki.n1.key)
+    async with _server(server) as (_, port):
+        assert await _ask(port, pki.client(pki.alice, ca=bundle)) == "alice"  # old CA
+        assert await _ask(port, pki.client(pki.other_eve, ca=bundle)) == "eve"  # new CA
