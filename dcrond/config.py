@@ -94,6 +94,9 @@ class ClusterConfig:
     advertise: str = ""  #: host:port others reach our gossip at (empty: gossip_listen)
     bootstrap_wait_s: float = 3.0  #: a fresh host listens this long before founding a cluster
     dead_grace_s: float = 30.0  #: a voter dead this long is replaced by a learner
+    #: join secret: gossip is encrypted with a key derived from it, and zeroconf
+    #: announces only an HMAC tag of it (empty: gossip in clear, for one host or a lab)
+    secret: str = ""
 
 
 @final

@@ -27,6 +27,7 @@ the gossip member announces that it leaves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -44,10 +45,12 @@ from dcrond.cluster import (
     write_cluster_id,
 )
 from dcrond.config import Config, parse_address
+from dcrond.discovery import Discovery
 from dcrond.engine import Engine
 from dcrond.errors import StorageError
 from dcrond.forward import Forwarder
-from dcrond.gossip import GossipNode, NodeMeta
+from dcrond.gossip import PLAINTEXT, GossipNode, NodeMeta, Sealer
+from dcrond.gossip._aead import AeadSealer
 from dcrond.membership import Policy
 from dcrond.raft import Config as RaftCoreConfig
 from dcrond.raft import ConfState, LogStorage, RaftNode, RaftTransport, open_node
@@ -84,6 +87,7 @@ class Host:
         self.runtime: ClusterRuntime | None = None
         self.transport: RaftTransport | None = None
         self._stopping = False
+        self.discovery: Discovery | None = None
         self.storage_error: str | None = None  #: what the start-up check of storage said
 
     async def run(
@@ -116,13 +120,34 @@ class Host:
                 version=__version__,
                 cluster_id=cluster_id,
             )
-            gossip = GossipNode(name, meta, host=g_host, port=g_port, advertise=advertise)
+            sealer: Sealer = (
+                AeadSealer(config.cluster.secret, config.cluster.name)
+                if config.cluster.secret
+                else PLAINTEXT
+            )
+            gossip = GossipNode(
+                name, meta, host=g_host, port=g_port, advertise=advertise, sealer=sealer
+            )
             self.gossip = gossip
-            async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as stack:
                 await nursery.start(gossip.serve)
-                if self.seeds:
-                    nursery.start_soon(gossip.join, self.seeds)
-                wait = config.cluster.bootstrap_wait_s if self.seeds else 0.0
+                disc = await stack.enter_async_context(
+                    Discovery(
+                        name=name,
+                        cluster=config.cluster.name,
+                        secret=config.cluster.secret.encode(),
+                        gossip=gossip.address,
+                        zeroconf=config.discovery.zeroconf,
+                        join=config.discovery.join,
+                        interface=config.discovery.interface or None,
+                    )
+                )
+                self.discovery = disc
+                nursery.start_soon(self._feed_seeds, gossip, disc)
+                looking = (
+                    bool(self.seeds) or disc.statistics().zeroconf or bool(config.discovery.join)
+                )
+                wait = config.cluster.bootstrap_wait_s if looking else 0.0
                 cluster_id, founding = await settle_identity(data, gossip, name, wait=wait)
                 self.cluster_id = cluster_id
                 bootstrap = (
@@ -207,6 +232,17 @@ class Host:
         finally:
             storage.close()
             store.close()
+
+    async def _feed_seeds(self, gossip: GossipNode, disc: Discovery) -> None:
+        """Join every seed as it appears (given ones, ``join`` entries, zeroconf)."""
+        joined: set[Address] = set()
+        while True:
+            new = [a for a in (*self.seeds, *disc.addresses()) if a not in joined]
+            if new:
+                joined.update(new)
+                log.info("gossip_join seeds=%s", ",".join(f"{h}:{p}" for h, p in new))
+                await gossip.join(new)
+            await disc.wait_changed()
 
     def _storage_error(self) -> str | None:
         return self.storage_error

@@ -28,7 +28,10 @@ def _config(tmp: Path, name: str) -> Config:
         api=ApiConfig(listen=f"127.0.0.1:{api}"),
         raft=RaftConfig(listen=f"127.0.0.1:{raft}", tick_ms=50, fsync=False),
         cluster=ClusterConfig(
-            gossip_listen=f"127.0.0.1:{gossip}", bootstrap_wait_s=1.0, dead_grace_s=2.0
+            gossip_listen=f"127.0.0.1:{gossip}",
+            bootstrap_wait_s=1.0,
+            dead_grace_s=2.0,
+            secret="lab-secret",
         ),
     )
 
