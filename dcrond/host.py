@@ -60,6 +60,7 @@ from dcrond.runner import LocalProcessRunner
 from dcrond.service import Service
 from dcrond.store import JobStore
 from dcrond.store._blobs import Blobs
+from dcrond.tls import node_tls_for
 
 log = logging.getLogger("dcrond")
 
@@ -109,6 +110,7 @@ class Host:
                 if config.cluster.advertise
                 else None
             )
+            node_tls = node_tls_for(config)  # None if TLS is off; ConfigError before listening
             has_log = storage.statistics().last_index > 0
             cluster_id = read_cluster_id(data)
             if not cluster_id and has_log:
@@ -154,7 +156,7 @@ class Host:
                     ConfState(voters=frozenset([name])) if founding or has_log else ConfState()
                 )
                 transport = RaftTransport(
-                    name, f"{config.cluster.name}/{cluster_id}", raft_listen, {}
+                    name, f"{config.cluster.name}/{cluster_id}", raft_listen, {}, tls=node_tls
                 )
                 self.transport = transport
                 table = ReplicatedTable(store)
@@ -184,7 +186,9 @@ class Host:
                     free_slots=lambda: max(0, config.runner.slots - len(runner.running())),
                 )
                 self.runtime = runtime
-                forwarder = Forwarder(runtime.rpc_address)
+                forwarder = Forwarder(
+                    runtime.rpc_address, ssl_context=node_tls.client if node_tls else None
+                )
                 replica = Replica(node, table, name=name, forward=forwarder)
                 self.replica = replica
                 blobs = Blobs(
@@ -206,7 +210,9 @@ class Host:
                     cluster=runtime,
                     storage_error=self._storage_error,
                 )
-                server = RpcServer(service.handlers())
+                server = RpcServer(
+                    service.handlers(), ssl_context=node_tls.server if node_tls else None
+                )
 
                 await nursery.start(node.run)
                 if node.core.conf.voters == {name}:
