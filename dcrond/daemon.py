@@ -136,5 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("dcrond_config_invalid error=%r", str(exc))
         return EX_CONFIG
-    trio.run(serve, config)
+    try:
+        trio.run(serve, config)
+    except (ConfigError, BaseExceptionGroup) as exc:  # found while starting (a weak secret…)
+        found = exc if isinstance(exc, ConfigError) else exc.split(ConfigError)[0]
+        if found is None:
+            raise
+        while isinstance(found, BaseExceptionGroup):
+            found = found.exceptions[0]
+        log.error("dcrond_config_invalid error=%r", str(found))
+        return EX_CONFIG
     return 0

@@ -47,7 +47,7 @@ from dcrond.cluster import (
 from dcrond.config import Config, parse_address
 from dcrond.discovery import Discovery
 from dcrond.engine import Engine
-from dcrond.errors import StorageError
+from dcrond.errors import ConfigError, InvalidRequest, StorageError
 from dcrond.forward import Forwarder
 from dcrond.gossip import PLAINTEXT, GossipNode, NodeMeta, Sealer
 from dcrond.gossip._aead import AeadSealer
@@ -122,11 +122,12 @@ class Host:
                 version=__version__,
                 cluster_id=cluster_id,
             )
-            sealer: Sealer = (
-                AeadSealer(config.cluster.secret, config.cluster.name)
-                if config.cluster.secret
-                else PLAINTEXT
-            )
+            sealer: Sealer = PLAINTEXT
+            if config.cluster.secret:
+                try:
+                    sealer = AeadSealer(config.cluster.secret, config.cluster.name)
+                except InvalidRequest as exc:
+                    raise ConfigError(f"cluster.secret: {exc}") from None
             gossip = GossipNode(
                 name, meta, host=g_host, port=g_port, advertise=advertise, sealer=sealer
             )

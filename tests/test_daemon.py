@@ -103,3 +103,23 @@ def test_dcronctl_says_the_daemon_is_unreachable_with_exit_3() -> None:
     res = _ctl(f"127.0.0.1:{port}", "cluster", "status")
     assert res.returncode == 3
     assert res.stderr.startswith("dcronctl: error: cannot reach dcrond")
+
+
+def test_a_weak_join_secret_stops_dcrond_with_exit_78(tmp_path: Path) -> None:
+    config = tmp_path / "dcrond.toml"
+    api, raft, gossip = free_ports(3)
+    config.write_text(
+        f"[node]\ndata_dir = '{tmp_path / 'data'}'\n[api]\nlisten = '127.0.0.1:{api}'\n"
+        f"[raft]\nlisten = '127.0.0.1:{raft}'\n"
+        f"[cluster]\ngossip_listen = '127.0.0.1:{gossip}'\nsecret = 'short'\n",
+        encoding="utf-8",
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "dcrond", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 78, res.stderr
+    assert "cluster.secret" in res.stderr

@@ -31,7 +31,7 @@ def _config(tmp: Path, name: str) -> Config:
             gossip_listen=f"127.0.0.1:{gossip}",
             bootstrap_wait_s=1.0,
             dead_grace_s=2.0,
-            secret="lab-secret",
+            secret="a-lab-secret-of-32-characters-ok",
         ),
     )
 
