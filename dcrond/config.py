@@ -137,9 +137,10 @@ class StorageConfig:
 class TlsConfig:
     """[tls]: mutual TLS on the RPC and Raft listeners (docs/tls.md).
 
-    ``mode``: ``auto`` turns TLS on unless every listener is a loopback
-    address (the single-host default stays plain); ``on`` and ``off`` force it.
-    Plain text on a non-loopback address also needs ``insecure = true``.
+    ``mode``: ``auto`` turns TLS on unless every listener (API, Raft, gossip)
+    is a loopback address (the single-host default stays plain); ``on`` and
+    ``off`` force it. Plain text on a non-loopback address, and gossip there
+    without ``cluster.secret``, also need ``insecure = true``.
     Empty paths mean ``ca.crt``, ``node.crt`` and ``node.key`` in the default
     TLS folder (``config.default_tls_dir``).
     """
@@ -228,7 +229,7 @@ class Config:
         )
 
     def _listens(self) -> list[str]:
-        return [self.api.listen, self.raft.listen]
+        return [self.api.listen, self.raft.listen, self.cluster.gossip_listen]
 
     @property
     def cache_path(self) -> Path:
@@ -325,7 +326,16 @@ def _check_tls(config: Config) -> None:
     """Refuse plain text on an address other hosts can reach, unless told it is wanted."""
     if config.tls.mode not in ("auto", "on", "off"):
         raise ConfigError(f"tls.mode: expected 'auto', 'on' or 'off', got {config.tls.mode!r}")
-    if config.tls_enabled or config.tls.insecure:
+    if config.tls.insecure:
+        return
+    gossip = config.cluster.gossip_listen
+    if not config.cluster.secret and not is_loopback(parse_address(gossip, "gossip_listen")[0]):
+        raise ConfigError(
+            f"cluster.secret: gossip listens on {gossip}, reachable from other hosts, so it"
+            " must be sealed: set a random secret (openssl rand -base64 32) on every host,"
+            " or tls.insecure = true to gossip in plain text (docs/tls.md)"
+        )
+    if config.tls_enabled:
         return
     for key, text in (("api.listen", config.api.listen), ("raft.listen", config.raft.listen)):
         if not is_loopback(parse_address(text, key)[0]):

@@ -29,6 +29,7 @@ def test_the_single_host_default_is_plain_text() -> None:
         '[raft]\nlisten = "198.18.0.1:7301"\n',
         '[api]\nlisten = "[::]:7300"\n',
         '[api]\nlisten = "db1.example.net:7300"\n',
+        '[cluster]\ngossip_listen = "198.18.0.1:7302"\nsecret = "0123456789abcdef"\n',
     ],
 )
 def test_auto_turns_tls_on_when_any_listener_is_not_loopback(tmp_path: Path, listen: str) -> None:
@@ -62,3 +63,11 @@ def test_empty_paths_mean_the_default_folder_and_given_ones_are_kept(tmp_path: P
     assert Config().tls_files == (folder / "ca.crt", folder / "node.crt", folder / "node.key")
     config = _load(tmp_path, '[tls]\nca = "/x/ca.pem"\ncert = "/x/h1.pem"\nkey = "/x/h1.key"\n')
     assert config.tls_files == (Path("/x/ca.pem"), Path("/x/h1.pem"), Path("/x/h1.key"))
+
+
+def test_gossip_on_the_network_needs_a_secret_unless_insecure(tmp_path: Path) -> None:
+    text = '[cluster]\ngossip_listen = "0.0.0.0:7302"\n'
+    with pytest.raises(ConfigError, match=r"cluster\.secret: gossip listens on 0\.0\.0\.0:7302"):
+        _load(tmp_path, text)
+    assert _load(tmp_path, text + 'secret = "0123456789abcdef"\n').tls_enabled
+    assert _load(tmp_path, text + "[tls]\ninsecure = true\n").tls_enabled  # TLS stays on
