@@ -557,3 +557,18 @@ def test_a_bad_config_exits_78_before_ready_with_an_error_line(
     (line,) = dcrond.lines()
     assert line.startswith("<3>dcrond_config_invalid error=")
     assert "node.nmae: unknown key" in line
+
+
+def test_a_watchdog_abort_leaves_every_threads_stack_in_the_log(
+    dcrond: Dcrond, path_socket: NotifySocket
+) -> None:
+    """systemd ends a daemon that stopped pinging with SIGABRT (WatchdogSignal=)."""
+    dcrond.start({"NOTIFY_SOCKET": path_socket.address})
+    path_socket.wait_for("READY", "1")
+    assert dcrond.proc is not None
+    dcrond.proc.send_signal(signal.SIGABRT)
+    assert dcrond.proc.wait(timeout=30) == -signal.SIGABRT
+    dcrond.proc = None
+    text = dcrond.log.read_text(errors="replace")
+    assert "Fatal Python error: Aborted" in text
+    assert re.search(r'File ".*dcrond[/\\]daemon\.py", line \d+ in main', text), text
