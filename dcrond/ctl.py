@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dcronctl", description="manage dcrond")
     ap.add_argument("--endpoint", help="host:port of a dcrond (default $DCRON_ENDPOINT or local)")
     ap.add_argument("-o", "--output", choices=["table", "wide", "json", "name"], default="table")
+    ap.add_argument(
+        "--stale",
+        action="store_true",
+        help="read this node's copy without asking the leader (faster; may lag; works "
+        "without a leader)",
+    )
     add_tls_options(ap)
     nouns = ap.add_subparsers(dest="noun", required=True, metavar="{job,run,node,cluster,ca}")
 
@@ -210,14 +216,21 @@ def actor() -> str:
         return f"uid:{os.getuid()}"
 
 
+#: methods that read the job table (and take ``stale``)
+_READS = frozenset(["job.get", "job.list", "job.history", "job.next", "run.list", "run.get"])
+
+
 class Session:
     """One connection to dcrond for the length of a command."""
 
-    def __init__(self, client: RpcClient) -> None:
+    def __init__(self, client: RpcClient, *, stale: bool = False) -> None:
         self.client = client
+        self.stale = stale
 
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         params = dict(params or {})
+        if self.stale and method in _READS:
+            params["stale"] = True
         if method in _RECORDS_ACTOR:
             params["actor"] = actor()
         with trio.fail_after(60):
@@ -228,6 +241,7 @@ async def _with_session(
     endpoint: tuple[str, int],
     fn: Callable[[Session], Any],
     ssl_context: ssl.SSLContext | None = None,
+    stale: bool = False,
 ) -> Any:
     client = await RpcClient.connect(*endpoint, ssl_context=ssl_context)
     failed: DcronError | None = None
@@ -235,7 +249,7 @@ async def _with_session(
         async with trio.open_nursery() as nursery:
             await nursery.start(client.run)
             try:
-                result = await fn(Session(client))
+                result = await fn(Session(client, stale=stale))
             except DcronError as exc:  # raised here, not as an ExceptionGroup from the nursery
                 failed = exc
             nursery.cancel_scope.cancel()
@@ -327,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.noun == "job" and args.verb in ("create", "update"):
             job_spec(args)  # bad input is refused before anything is sent
         context = client_tls(args)
-        return int(trio.run(_with_session, endpoint, lambda s: dispatch(args, s), context))
+        return int(
+            trio.run(_with_session, endpoint, lambda s: dispatch(args, s), context, args.stale)
+        )
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE

@@ -135,6 +135,7 @@ def test_jobs_run_on_schedule_with_logs_and_are_paused_updated_killed_and_delete
     assert done["id"] == f"tick@{done['scheduled_at']}"
     assert daemon.ok("run", "logs", done["id"]) == "tick\n"
     assert daemon.json("run", "get", done["id"])["attempts"]
+    assert daemon.json("--stale", "run", "get", done["id"])["id"] == done["id"]
 
     # pause: no new instant after the pause (one may have been due at that moment)
     paused = daemon.json("job", "pause", "tick")
