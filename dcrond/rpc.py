@@ -366,14 +366,14 @@ class RpcClient:
         close_notify) before its first answer.
         """
         err = tls.ssl_failure(exc)
-        if err is None:
-            return errors.Unavailable(f"connection to dcrond lost: {exc!r}")
         if isinstance(err, ssl.SSLEOFError) and not self._answered:
             return errors.TlsError(
                 f"dcrond at {self._endpoint} hung up right after the TLS handshake: it did"
                 " not accept our certificate (none sent? issued by another CA? expired?);"
                 " its log has a tls_refused line saying why"
             )
+        if err is None or isinstance(err, ssl.SSLEOFError):  # e.g. the server restarted
+            return errors.Unavailable(f"connection to dcrond lost: {exc!r}")
         return errors.TlsError(f"dcrond at {self._endpoint} refused us: {tls.describe(exc)}")
 
     def _break(self, exc: BaseException) -> None:

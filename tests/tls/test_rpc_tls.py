@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from dcrond import tls
-from dcrond.errors import PermissionDenied, TlsError
+from dcrond._wire import FrameStream
+from dcrond.errors import PermissionDenied, TlsError, Unavailable
 from dcrond.rpc import TLS_REQUIRED, RpcClient, RpcServer
 from tests.tls.conftest import Pki
 
@@ -201,3 +203,50 @@ async def test_a_two_ca_bundle_admits_both_during_a_ca_rotation(pki: Pki, tmp_pa
     async with _server(server) as (_, port):
         assert await _ask(port, pki.client(pki.alice, ca=bundle)) == "alice"  # old CA
         assert await _ask(port, pki.client(pki.other_eve, ca=bundle)) == "eve"  # new CA
+
+
+async def test_a_server_going_away_mid_session_is_unavailable_not_a_tls_refusal(
+    pki: Pki,
+) -> None:
+    server = RpcServer({"whoami": _whoami}, ssl_context=pki.server(pki.n1))
+    stop = trio.CancelScope()
+
+    async def serve(*, task_status: trio.TaskStatus[tuple[str, int]]) -> None:
+        with stop:
+            await server.serve_tcp("127.0.0.1", 0, task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        _, port = await nursery.start(serve)
+        client = await RpcClient.connect("127.0.0.1", port, ssl_context=pki.client(pki.alice))
+        await nursery.start(client.run)
+        assert await client.call("whoami") == "alice"
+        stop.cancel()  # the server goes away without a close_notify
+        with pytest.raises(Unavailable) as lost:
+            await client.call("whoami")
+        assert not isinstance(lost.value, TlsError)
+        assert "connection to dcrond lost" in str(lost.value)
+        nursery.cancel_scope.cancel()
+    await client.aclose()
+
+
+def _broken_by(err: BaseException) -> trio.BrokenResourceError:
+    exc = trio.BrokenResourceError()
+    exc.__cause__ = err
+    return exc
+
+
+async def test_how_a_broken_tls_connection_is_reported() -> None:
+    """Unit: an EOF before any answer means our certificate was refused (TLS 1.3);
+    after answers it is a lost connection; an alert is always a refusal."""
+    left, _ = trio.testing.memory_stream_pair()
+    client = RpcClient(FrameStream(left), endpoint="h1:7300")
+    eof = ssl.SSLEOFError(8, "EOF occurred in violation of protocol")
+    refused = client._lost(_broken_by(eof))
+    assert isinstance(refused, TlsError) and "did not accept our certificate" in str(refused)
+    client._answered = True
+    lost = client._lost(_broken_by(eof))
+    assert type(lost) is Unavailable
+    alert = ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
+    alert.reason = "TLSV1_ALERT_UNKNOWN_CA"
+    told = client._lost(_broken_by(alert))
+    assert isinstance(told, TlsError) and "does not trust our certificate" in str(told)
