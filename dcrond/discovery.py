@@ -242,6 +242,20 @@ class Discovery:
             peers=len(self.peers()),
         )
 
+    async def run(
+        self, *, task_status: trio.TaskStatus[Discovery] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Discover until cancelled, for ``await nursery.start(discovery.run)``.
+
+        The same as ``async with discovery:`` around the rest of a task, for
+        callers whose own block ends before the service should (a task that
+        calls ``task_status.started()`` and returns, leaving its nursery
+        running): leaving the ``async with`` block withdraws the announcement.
+        """
+        async with self:
+            task_status.started(self)
+            await trio.sleep_forever()
+
     async def __aenter__(self) -> Discovery:
         self._token = trio.lowlevel.current_trio_token()
         # Unwound in reverse: the tasks end first, then zeroconf stops.

@@ -81,3 +81,14 @@ async def test_leaving_the_block_early_propagates_the_error_as_it_is() -> None:
             name="n1", cluster="c", secret=b"", gossip=("127.0.0.1", 7302), join=["127.0.0.2"]
         ):
             raise KeyError("boom")
+
+
+async def test_run_serves_until_cancelled_for_nursery_start() -> None:
+    d = Discovery(name="n1", cluster="c", secret=b"", gossip=("127.0.0.1", 7302), join=["h9"])
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            started = await nursery.start(d.run)
+            assert started is d
+            while not d.statistics().join_unresolved:
+                await d.wait_changed()  # still running after start() returned
+            nursery.cancel_scope.cancel()
