@@ -16,9 +16,7 @@ import argparse
 import base64
 import json
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +24,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
+from _etcd import EtcdCluster, Http  # bench/ is on sys.path when a bench script runs
 
 from dcrond.errors import DcronError
 from dcrond.rpc import RpcClient
-from dcrond.testing._cluster import KVCluster, free_ports
+from dcrond.testing._cluster import KVCluster
 
 VALUE = "x" * 256
 Put = Callable[[int, int], Awaitable[None]]
@@ -90,83 +89,13 @@ async def bench_dcrond(root: Path, seconds: float) -> dict[int, dict[str, float]
     return results
 
 
-class _Http:
-    """A minimal keep-alive HTTP/1.1 client for etcd's JSON gateway."""
-
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
-        self.stream = stream
-        self.host = host
-        self.buf = b""
-
-    async def post(self, path: str, body: dict[str, object]) -> dict[str, object]:
-        data = json.dumps(body).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n"
-        ).encode()
-        await self.stream.send_all(head + data)
-        while b"\r\n\r\n" not in self.buf:
-            self.buf += await self.stream.receive_some(65536)
-        header, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = header.decode().split("\r\n")
-        fields = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-        if "content-length" in fields:
-            n = int(fields["content-length"])
-            while len(self.buf) < n:
-                self.buf += await self.stream.receive_some(65536)
-            payload, self.buf = self.buf[:n], self.buf[n:]
-        else:  # chunked
-            payload = b""
-            while True:
-                while b"\r\n" not in self.buf:
-                    self.buf += await self.stream.receive_some(65536)
-                size_line, _, self.buf = self.buf.partition(b"\r\n")
-                size = int(size_line, 16)
-                while len(self.buf) < size + 2:
-                    self.buf += await self.stream.receive_some(65536)
-                payload += self.buf[:size]
-                self.buf = self.buf[size + 2 :]
-                if size == 0:
-                    break
-        if not lines[0].split()[1].startswith("2"):
-            raise RuntimeError(f"etcd answered {lines[0]}: {payload[:200]!r}")
-        out: dict[str, object] = json.loads(payload)
-        return out
-
-
 async def bench_etcd(root: Path, seconds: float) -> dict[int, dict[str, float]]:
     """Three etcd members on loopback under the same load."""
-    ports = free_ports(6)
-    names = ["e1", "e2", "e3"]
-    peer = {n: ports[2 * i] for i, n in enumerate(names)}
-    client_port = {n: ports[2 * i + 1] for i, n in enumerate(names)}
-    initial = ",".join(f"{n}=http://127.0.0.1:{peer[n]}" for n in names)
-    procs = []
+    cluster = EtcdCluster(root, 3)
     try:
-        for n in names:
-            procs.append(
-                subprocess.Popen(  # noqa: ASYNC220 - start-up only, not timed
-                    [
-                        "etcd",
-                        "--name", n,
-                        "--data-dir", str(root / n),
-                        "--listen-peer-urls", f"http://127.0.0.1:{peer[n]}",
-                        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer[n]}",
-                        "--listen-client-urls", f"http://127.0.0.1:{client_port[n]}",
-                        "--advertise-client-urls", f"http://127.0.0.1:{client_port[n]}",
-                        "--initial-cluster", initial,
-                        "--initial-cluster-state", "new",
-                        "--log-level", "error",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
-        leader_port = await _etcd_leader(client_port)
-        conns: list[_Http] = []
-        for _ in range(64):
-            stream = await trio.open_tcp_stream("127.0.0.1", leader_port)
-            conns.append(_Http(stream, f"127.0.0.1:{leader_port}"))
+        await cluster.start()
+        leader = await cluster.leader()
+        conns = [await Http.connect(leader.client_port) for _ in range(64)]
         value = base64.b64encode(VALUE.encode()).decode()
 
         async def put(w: int, seq: int) -> None:
@@ -176,33 +105,10 @@ async def bench_etcd(root: Path, seconds: float) -> dict[int, dict[str, float]]:
         await _drive(put, 8, 1.0)
         results = {c: await _drive(put, c, seconds) for c in (1, 64)}
         for conn in conns:
-            await conn.stream.aclose()
+            await conn.aclose()
         return results
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-
-
-async def _etcd_leader(client_port: dict[str, int]) -> int:
-    with trio.fail_after(30):
-        while True:
-            for port in client_port.values():
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", port)
-                except OSError:
-                    continue
-                http = _Http(stream, f"127.0.0.1:{port}")
-                try:
-                    st = await http.post("/v3/maintenance/status", {})
-                except (RuntimeError, OSError, trio.BrokenResourceError):
-                    continue
-                finally:
-                    await stream.aclose()
-                header = st.get("header")
-                if isinstance(header, dict) and st.get("leader") == header.get("member_id"):
-                    return port
-            await trio.sleep(0.2)
+        await cluster.aclose()
 
 
 def _median(runs: list[dict[int, dict[str, float]]]) -> dict[int, dict[str, float]]:
