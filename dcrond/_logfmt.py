@@ -152,7 +152,11 @@ def make_handler(fmt: str, stream: IO[str]) -> logging.Handler:
         from rich.console import Console  # noqa: PLC0415 (only on a terminal)
         from rich.logging import RichHandler  # noqa: PLC0415
 
-        return RichHandler(console=Console(file=stream), show_path=False, markup=False)
+        rich = RichHandler(console=Console(file=stream), show_path=False, markup=False)
+        # rich draws time and level itself; without a formatter of its own,
+        # logging.basicConfig would give it "LEVEL:logger:message"
+        rich.setFormatter(logging.Formatter("%(message)s"))
+        return rich
     handler = logging.StreamHandler(stream)
     formatter: logging.Formatter
     if fmt == "journal":

@@ -9,6 +9,7 @@ The daemon is checked as systemd sees it: a real ``dcrond`` process whose
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -28,7 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from dcrond._logfmt import JournalFormatter, JsonFormatter, default_format, parse_event
+from dcrond._logfmt import (
+    JournalFormatter,
+    JsonFormatter,
+    default_format,
+    make_handler,
+    parse_event,
+)
 from dcrond._systemd import Notifier
 from dcrond.daemon import EX_CONFIG, SHUTDOWN_GRACE_S
 from dcrond.testing._cluster import free_ports
@@ -247,6 +254,19 @@ def test_journal_format_only_when_stderr_is_the_journal_stream(tmp_path: Path) -
         assert default_format(other, env) == "plain"
         assert default_format(err, {}) == "plain"
         assert default_format(err, {"JOURNAL_STREAM": "junk"}) == "plain"
+
+
+def test_a_terminal_gets_rich_showing_the_bare_event_line() -> None:
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w") as tty:
+            assert default_format(tty, {}) == "rich"
+    finally:
+        os.close(master)
+    handler = make_handler("rich", io.StringIO())
+    # its own formatter, so logging.basicConfig does not add "ERROR:dcrond.rpc:"
+    assert handler.formatter is not None
+    assert handler.format(_record("rpc_frame_rejected reason=x")) == "rpc_frame_rejected reason=x"
 
 
 def test_notifier_reads_the_environment_the_way_systemd_means_it() -> None:
