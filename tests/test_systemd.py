@@ -37,6 +37,7 @@ from dcrond._logfmt import (
     parse_event,
 )
 from dcrond._systemd import Notifier
+from dcrond.config import default_data_dir, default_tls_dir
 from dcrond.daemon import EX_CONFIG, SHUTDOWN_GRACE_S
 from dcrond.testing._cluster import free_ports
 
@@ -123,6 +124,19 @@ def test_drop_in_runs_as_root_with_the_rights_to_switch_users_and_see_their_jobs
     assert d["ReadWritePaths"] == []
     assert _one(d, "ProtectHome") == "no"
     assert _one(d, "KillMode") == "process"  # unchanged by the drop-in
+
+
+def test_under_the_unit_a_non_root_dcrond_finds_var_lib_and_etc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The unit's Environment= makes the non-root defaults the system paths."""
+    specifiers = {"%S": "/var/lib", "%E": "/etc"}  # systemd's, for system units
+    for assignment in " ".join(_directives(UNIT)["Environment"]).split():
+        key, _, value = assignment.partition("=")
+        monkeypatch.setenv(key, specifiers.get(value, value))
+    monkeypatch.setattr(os, "geteuid", lambda: 999)
+    assert default_data_dir() == Path("/var/lib/dcrond")
+    assert default_tls_dir() == Path("/etc/dcrond/tls")
 
 
 def _install(tmp_path: Path, *, drop_in: bool) -> Path:
