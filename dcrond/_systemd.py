@@ -19,8 +19,9 @@ never returns stops the pings. A ``$WATCHDOG_PID`` naming another process
 means the variables were inherited, not meant for us: no pings.
 
 None of these variables may reach a job (a job could otherwise speak for
-the daemon): ``without_systemd_variables`` removes them from the
-environment the runner takes the few variables it passes on from.
+the daemon): the runner passes on only ``PATH`` and ``LANG`` of the
+daemon's environment (docs/runs.md), and ``Host`` strips systemd's
+variables before it hands that environment over.
 
 Outside systemd every function here is a no-op.
 """
@@ -40,26 +41,6 @@ from dcrond.raft import NodeStatistics
 from dcrond.store import StoreStatistics
 
 log = logging.getLogger("dcrond")
-
-#: What systemd (or a socket-activating manager) sets for the daemon alone.
-SYSTEMD_VARIABLES = frozenset(
-    {
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        "LISTEN_FDS",
-        "LISTEN_PID",
-        "LISTEN_FDNAMES",
-        "INVOCATION_ID",
-        "JOURNAL_STREAM",
-        "MANAGERPID",
-    }
-)
-
-
-def without_systemd_variables(environ: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``environ`` without the variables systemd meant for the daemon alone."""
-    return {k: v for k, v in environ.items() if k not in SYSTEMD_VARIABLES}
 
 
 @final
