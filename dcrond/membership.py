@@ -15,9 +15,11 @@ The rules, in order:
    learner — a voter only when it is not this leader (a leaving leader hands
    over leadership first) and the remaining voters keep a quorum of alive
    hosts.
-3. **Grow** to the target number of voters — 3, or 5 once at least 5 healthy
-   hosts are members — by promoting the healthiest caught-up learner (alive,
-   and at most ``max_lag`` entries behind the leader's last index).
+3. **Grow** to the target number of voters — 3, or 5 once at least 7 healthy
+   hosts are members (5 voters and still 2 spare learners to replace one
+   that dies: with exactly 5 hosts, 3 voters and 2 learners survive more) —
+   by promoting the healthiest caught-up learner (alive, and at most
+   ``max_lag`` entries behind the leader's last index).
 4. **Replace** a voter that has been dead (gossip's DEAD, or gone from the
    member list) for longer than ``dead_grace``: first a caught-up learner is
    promoted (rule 3 counts only healthy voters), then the dead voter is
@@ -75,14 +77,15 @@ class Policy:
     """The knobs of ``plan``."""
 
     small: int = 3  #: voters to keep
-    large: int = 5  #: voters to keep once this many healthy hosts are members
+    large: int = 5  #: voters to keep once ``large_at`` healthy hosts are members
+    large_at: int = 7  #: 5 voters plus 2 spare learners
     dead_grace: float = 30.0  #: seconds a voter may be dead before it is replaced
     max_lag: int = 100  #: entries behind the leader a learner may be and still be promoted
 
 
 def target_voters(healthy_members: int, policy: Policy) -> int:
     """How many voters to keep with this many healthy member hosts."""
-    if healthy_members >= policy.large:
+    if healthy_members >= policy.large_at:
         return policy.large
     return min(policy.small, max(1, healthy_members))
 

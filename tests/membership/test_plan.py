@@ -37,11 +37,15 @@ def test_a_lone_leader_grows_to_three_voters_and_the_rest_learn() -> None:
     assert final.voters | final.learners == {"a", "b", "c", "d"}
 
 
-def test_five_healthy_hosts_make_five_voters() -> None:
-    view = hosts(b=ALIVE, c=ALIVE, d=ALIVE, e=ALIVE, f=ALIVE)
+def test_five_hosts_keep_three_voters_and_two_spare_learners() -> None:
+    final = converge("a", conf("a"), hosts(b=ALIVE, c=ALIVE, d=ALIVE, e=ALIVE))
+    assert (len(final.voters), len(final.learners)) == (3, 2)
+
+
+def test_seven_healthy_hosts_make_five_voters() -> None:
+    view = hosts(b=ALIVE, c=ALIVE, d=ALIVE, e=ALIVE, f=ALIVE, g=ALIVE)
     final = converge("a", conf("a"), view)
-    assert len(final.voters) == 5
-    assert len(final.learners) == 1
+    assert (len(final.voters), len(final.learners)) == (5, 2)
 
 
 def test_newcomers_are_learners_first() -> None:
