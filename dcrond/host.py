@@ -27,7 +27,6 @@ the gossip member announces that it leaves.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -132,19 +131,19 @@ class Host:
                 name, meta, host=g_host, port=g_port, advertise=advertise, sealer=sealer
             )
             self.gossip = gossip
-            async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as stack:
+            async with trio.open_nursery() as nursery:
                 await nursery.start(gossip.serve)
-                disc = await stack.enter_async_context(
-                    Discovery(
-                        name=name,
-                        cluster=config.cluster.name,
-                        secret=config.cluster.secret.encode(),
-                        gossip=gossip.address,
-                        zeroconf=config.discovery.zeroconf,
-                        join=config.discovery.join,
-                        interface=config.discovery.interface or None,
-                    )
+                disc = Discovery(
+                    name=name,
+                    cluster=config.cluster.name,
+                    secret=config.cluster.secret.encode(),
+                    gossip=gossip.address,
+                    zeroconf=config.discovery.zeroconf,
+                    join=config.discovery.join,
+                    interface=config.discovery.interface or None,
                 )
+                # announced for as long as the host runs (not just while starting)
+                await nursery.start(disc.run)
                 self.discovery = disc
                 nursery.start_soon(self._feed_seeds, gossip, disc)
                 looking = (

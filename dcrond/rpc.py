@@ -162,8 +162,8 @@ class RpcServer:
                 while True:
                     try:
                         frame = await conn.receive()
-                    except trio.EndOfChannel:
-                        break
+                    except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
+                        break  # the peer went away (also mid-TLS): nothing to answer
                     except errors.ProtocolError as exc:
                         log.warning("rpc_frame_rejected reason=%r", str(exc))
                         break

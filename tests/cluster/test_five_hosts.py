@@ -178,12 +178,6 @@ def cluster(make_lab: Callable[[int], NetnsLab], tmp_path: Path) -> Iterator[Clu
     lab.close()  # stop the daemons before tmp_path goes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dcrond/host.py enters Discovery in an AsyncExitStack that closes when Host.run"
-    " returns after task_status.started(), so each host withdraws its zeroconf announcement"
-    " right after startup (fix: await nursery.start(discovery.run)); remove this mark then",
-)
 def test_running_hosts_keep_announcing_themselves(
     make_lab: Callable[[int], NetnsLab], tmp_path: Path
 ) -> None:
