@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcrond.schedule import parse
-from dcrond.scheduler import Due, JobTiming, SchedulerCore
+from dcrond.schedule import Schedule, parse
+from dcrond.scheduler import Due, JobTiming, SchedulerCore, newest_missed
 from dcrond.store import make_run_id
 
 T0 = 1_800_000_000  # 2027-01-15T08:00:00Z
@@ -123,3 +125,46 @@ def test_upcoming_lists_the_next_instants() -> None:
     nxt = core.upcoming("j", 3)
     assert len(nxt) == 3
     assert nxt[1] - nxt[0] == 86400
+
+
+def _walk_missed(sched: Schedule, start: int, cutoff: int) -> tuple[list[int], int]:
+    missed = []
+    instant = sched.next_after(start)
+    while instant < cutoff:
+        missed.append(instant)
+        instant = sched.next_after(instant)
+    return missed, instant
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    expr=st.sampled_from(["* * * * * *", "*/7 * * * * *", "0 9 * * 1-5", "@every 45s", "@hourly"]),
+    gap=st.integers(0, 4 * 3600),
+    keep=st.integers(0, 12),
+)
+def test_newest_missed_equals_walking_every_missed_instant(expr: str, gap: int, keep: int) -> None:
+    sched = parse(expr, "Europe/Berlin")
+    missed, following = _walk_missed(sched, T0, T0 + gap)
+    got, got_following = newest_missed(sched, T0, T0 + gap, keep)
+    assert got_following == following
+    assert got == (missed[-keep:] if keep else [])
+
+
+def test_a_long_downtime_does_not_walk_every_missed_instant() -> None:
+    # a job every second, a year down: 31 million missed instants, caught up in a blink
+    core = SchedulerCore()
+    year = 365 * 86400
+    jobs = [
+        JobTiming(f"j{i}", parse("* * * * * *"), catch_up=c, catch_up_cap=5, last_instant=T0)  # type: ignore[arg-type]
+        for i, c in enumerate(["none", "latest", "all"])
+    ]
+    started = time.perf_counter()
+    core.load(jobs, T0 + year)
+    assert time.perf_counter() - started < 1.0
+    due = core.due(T0 + year)
+    caught_up = [(d.job, d.instant) for d in due if d.reason == "catch-up"]
+    newest = T0 + year - 6  # instants within the 5 s grace are simply due
+    assert caught_up == [("j2", newest - 4 + i) for i in range(4)] + [
+        ("j1", newest),
+        ("j2", newest),
+    ]
