@@ -71,6 +71,7 @@ class EngineStatistics:
 
     leading: bool  #: this node schedules
     jobs: int  #: jobs in the scheduler's timer heap (0 when not leading)
+    load_seconds: float | None  #: how long the last load of the heap from the table took
     armed: int  #: claimed attempts waiting for their instant (or a rule) here
     running: int  #: attempts running here
     unreported: int  #: ended attempts whose report is not committed yet
@@ -409,6 +410,7 @@ class Engine:
         return EngineStatistics(
             leading=self._leader.leading,
             jobs=self._leader.jobs,
+            load_seconds=self._leader.load_seconds,
             armed=self._worker.armed,
             running=self._worker.running,
             unreported=self._worker.unreported,

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 Only the node that leads the log schedules. Each time it becomes leader
 (and after a snapshot restore) it starts over from the table: the jobs go
-into a fresh ``SchedulerCore`` (loaded ``LOAD_CHUNK`` jobs at a time, with a
-checkpoint between chunks, so a 100,000-job load never stalls the event
-loop), the runs waiting for a retry into a timer heap, and it looks for
+into a fresh ``SchedulerCore`` (``_load``: the most frequent jobs first, with a
+checkpoint every ``LOAD_SLICE``, so a 100,000-job load neither stalls the
+event loop nor delays the next fire), the runs waiting for a retry into a
+timer heap, and it looks for
 dependents whose upstream ended while nobody was leading. It stops all of it
 the moment it stops leading.
 
@@ -15,8 +16,10 @@ the moment it stops leading.
   resumed if later: from there the core computes what is due and what was
   missed (catch-up policy, ``grace``). ``lead_time`` seconds before an
   instant the leader proposes ``RunScheduled`` (run id ``job@instant``,
-  placed on a host); the worker on that host starts the process at the
-  instant on its own timer. The claim is in the log before anything starts,
+  placed on a host) -- earlier for a crowd due at the same instant
+  (``CLAIM_COST`` per run, up to ``LOOKAHEAD``), so that every claim is
+  committed before the instant; the worker on that host starts the process
+  at the instant on its own timer. The claim is in the log before anything starts,
   so a restart or a new leader, which starts over from the table, neither
   skips nor repeats an instant; the store refuses a second claim of the same
   id in any case. A claim refused because the job was edited in between is
@@ -43,11 +46,13 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Final, final
 
 import trio
 
+from dcrond._schedule_syntax import EverySpec, parse_spec
 from dcrond.engine import _table
 from dcrond.engine._context import Context
 from dcrond.engine._policy import prune_limits
@@ -66,10 +71,16 @@ from dcrond.store import (
 
 log = logging.getLogger("dcrond.engine")
 
-#: jobs loaded into the heap between two checkpoints (~2-5 ms of work)
-LOAD_CHUNK: Final = 500
+#: names read per query when the heap is loaded
+KEYS_PAGE: Final = 5000
+#: the longest the load holds the event loop between two checkpoints (s)
+LOAD_SLICE: Final = 0.002
 #: the longest the scheduler sleeps without looking at the wall clock again
 MAX_NAP: Final = 1.0
+#: how long before an instant its runs leave the heap (then wait for their claim time)
+LOOKAHEAD: Final = 1.0
+#: what one claim costs the log (apply, watch, arming), so a crowd is claimed in time
+CLAIM_COST: Final = 0.0006
 #: how long a claim keeps trying when no leader takes it (the next leader claims it anyway)
 CLAIM_PATIENCE: Final = 5.0
 
@@ -105,6 +116,7 @@ class Leader:
         self._ended_wake = trio.Event()
         self._prune: set[str] = set()
         self._nursery: trio.Nursery | None = None
+        self.load_seconds: float | None = None  #: how long the last load of the heap took
 
     # --- what the engine tells us (from the replica's watch; must be quick) -------------
 
@@ -214,7 +226,7 @@ class Leader:
 
     # --- claims on schedule ------------------------------------------------------------------
 
-    def _timing(self, row: ScheduleRow, now: int) -> JobTiming | None:
+    def _timing(self, row: ScheduleRow) -> JobTiming | None:
         """What the core needs of a job; None if its schedule cannot be read on this host."""
         try:
             schedule = parse(row.schedule, row.timezone)
@@ -223,27 +235,20 @@ class Leader:
             return None
         since = math.ceil(row.updated_at / 1000)
         last = since - 1 if row.last_instant is None else row.last_instant // 1000
-        last = max(last, self._claimed.get(row.name, last))
-        catch_up, cap = "none", 0
-        if not row.paused and schedule.next_after(max(last, since - 1)) < now - self._ctx.grace:
-            found = _table.job_spec(self._ctx.store, row.name)  # only jobs that missed instants
-            if found is not None:
-                catch_up = found[1]["catch_up"]
-                cap = min(int(found[1]["catch_up_limit"]), self._ctx.config.jobs.catch_up_cap)
         return JobTiming(
             row.name,
             schedule,
             paused=row.paused,
-            catch_up=catch_up,  # type: ignore[arg-type]
-            catch_up_cap=cap,
-            last_instant=last,
+            catch_up=row.catch_up,  # type: ignore[arg-type]
+            catch_up_cap=min(row.catch_up_limit, self._ctx.config.jobs.catch_up_cap),
+            last_instant=max(last, self._claimed.get(row.name, last)),
             since=since,
         )
 
     def _upsert(self, row: ScheduleRow, now: int) -> None:
         core = self._core
         assert core is not None
-        timing = self._timing(row, now)
+        timing = self._timing(row)
         self._versions[row.name] = row.version
         if timing is None:
             core.remove(row.name)
@@ -251,23 +256,52 @@ class Leader:
             core.upsert(timing, now)
 
     async def _load(self) -> None:
+        """Fill the heap from the table without ever holding the event loop for long.
+
+        First the jobs' names and schedules (pages of ``KEYS_PAGE``); then
+        the jobs one by one, those whose schedule fires most often first (a
+        cheap proxy for "due soonest" that needs no next-instant
+        computation), yielding every ``LOAD_SLICE`` seconds. So a job every
+        second is in the heap within moments of the start however big the
+        table, and a daily one may start a few seconds late. Every job is
+        judged against the time the load began: one due while the load ran
+        is due, not missed.
+        """
         store, clock = self._ctx.store, self._ctx.clock
+        started = time.perf_counter()
+        now = int(clock.now())
+        groups: dict[str, list[str]] = {}
         after: str | None = None
-        started = trio.current_time()
-        count = 0
         while True:
-            rows = _table.schedule_page(store, after, LOAD_CHUNK)
-            now = int(clock.now())
-            for row in rows:
-                self._upsert(row, now)
-            count += len(rows)
-            self._wake.set()
-            if len(rows) < LOAD_CHUNK:
+            keys = _table.schedule_keys(store, after, KEYS_PAGE)
+            for name, expr, _zone in keys:
+                groups.setdefault(expr, []).append(name)
+            if len(keys) < KEYS_PAGE:
                 break
-            after = rows[-1].name
+            after = keys[-1][0]
             await trio.lowlevel.checkpoint()
+        rate: dict[str, float] = {}
+        slice_end = time.perf_counter() + LOAD_SLICE
+        for expr in groups:
+            rate[expr] = fires_per_day(expr)
+            if time.perf_counter() >= slice_end:
+                await trio.lowlevel.checkpoint()
+                slice_end = time.perf_counter() + LOAD_SLICE
+        count = 0
+        for expr in sorted(groups, key=lambda e: (-rate[e], e)):
+            for name in groups[expr]:
+                row = _table.schedule_row(store, name)
+                if row is not None:  # (deleted meanwhile)
+                    self._upsert(row, now)
+                    count += 1
+                if time.perf_counter() >= slice_end:
+                    self._wake.set()
+                    await trio.lowlevel.checkpoint()
+                    slice_end = time.perf_counter() + LOAD_SLICE
+        self._wake.set()
         self._loaded = True
-        log.info("scheduler_loaded jobs=%d seconds=%.3f", count, trio.current_time() - started)
+        self.load_seconds = time.perf_counter() - started
+        log.info("scheduler_loaded jobs=%d seconds=%.3f", count, self.load_seconds)
 
     def _refresh_dirty(self) -> None:
         if not self._dirty:
@@ -286,14 +320,14 @@ class Leader:
                 self._upsert(row, now)
 
     async def _schedule_loop(self) -> None:
-        clock, lead = self._ctx.clock, self._ctx.lead_time
+        clock = self._ctx.clock
         assert self._nursery is not None
         while True:
             self._refresh_dirty()
             core = self._core
             assert core is not None
             deadline = core.next_deadline()
-            target = math.inf if deadline is None else deadline - lead
+            target = math.inf if deadline is None else deadline - LOOKAHEAD
             left = target - clock.now()
             if left > 0:
                 wake = self._wake
@@ -303,10 +337,20 @@ class Leader:
                     self._wake = trio.Event()
                 continue
             assert deadline is not None
-            for due in core.due(deadline):
+            group = core.due(deadline)
+            for due in group:
                 self._claimed[due.job] = max(due.instant, self._claimed.get(due.job, due.instant))
-                self._nursery.start_soon(self._claim, due)
+            # a few runs are claimed lead_time ahead; a crowd early enough for the log to
+            # take every claim before the instant
+            ahead = min(LOOKAHEAD, max(self._ctx.lead_time, len(group) * CLAIM_COST))
+            self._nursery.start_soon(self._claim_group, group, deadline - ahead)
             await trio.lowlevel.checkpoint()
+
+    async def _claim_group(self, group: list[Due], at: float) -> None:
+        await self._ctx.clock.sleep_until(at)
+        assert self._nursery is not None
+        for due in group:
+            self._nursery.start_soon(self._claim, due)
 
     async def _claim(self, due: Due, *, again: bool = False) -> None:
         ctx = self._ctx
@@ -325,6 +369,9 @@ class Leader:
         result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
         if isinstance(result, Applied):
             ctx.counters.claimed += 1
+            if log.isEnabledFor(logging.DEBUG):
+                ahead = due.instant - ctx.clock.now()
+                log.debug("run_claimed run=%s ahead_ms=%.1f", due.run_id, ahead * 1000)
             return
         if not isinstance(result, Rejected) or result.code == "already_exists":
             return
@@ -466,3 +513,14 @@ class Leader:
                     ctx.counters.pruned += int(value["deleted"])
                     ctx.uploader.delete([str(p) for p in value["log_paths"]])
                     log.info("runs_pruned job=%s runs=%d", job, value["deleted"])
+
+
+def fires_per_day(expr: str) -> float:
+    """About how often a schedule fires in a day (0 if it cannot be read): the load order."""
+    try:
+        spec = parse_spec(expr.strip(" \t"))
+    except InvalidRequest:
+        return 0.0
+    if isinstance(spec, EverySpec):
+        return 86400 / spec.period
+    return float(len(spec.seconds) * len(spec.minutes) * len(spec.hours))

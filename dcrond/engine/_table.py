@@ -41,36 +41,50 @@ class ScheduleRow:
     paused: bool
     updated_at: int  #: ms: the last create, update, pause or resume
     last_instant: int | None  #: ms: the newest run claimed by its schedule (or catch-up)
+    catch_up: str
+    catch_up_limit: int
 
 
 _SCHEDULE_SQL: Final = (
     "SELECT j.name, j.version, j.schedule, j.timezone, j.paused, j.updated_at, "
     "(SELECT r.scheduled_at FROM runs r WHERE r.job = j.name "
-    "AND r.reason IN ('schedule', 'catch-up') ORDER BY r.scheduled_at DESC LIMIT 1) "
-    "FROM jobs j"
+    "AND r.reason IN ('schedule', 'catch-up') ORDER BY r.scheduled_at DESC LIMIT 1), "
+    "j.spec FROM jobs j"
 )
-
-
-def _row(r: tuple[Any, ...]) -> ScheduleRow:
-    name, version, schedule, timezone, paused, updated_at, last = r
-    return ScheduleRow(name, version, schedule, timezone, bool(paused), updated_at, last)
-
-
-def schedule_page(store: JobStore, after: str | None, limit: int) -> list[ScheduleRow]:
-    """Up to ``limit`` jobs by name after ``after`` (a page of the scheduler's load)."""
-    if after is None:
-        rows = store.db.execute(f"{_SCHEDULE_SQL} ORDER BY j.name LIMIT ?", (limit,))
-    else:
-        rows = store.db.execute(
-            f"{_SCHEDULE_SQL} WHERE j.name > ? ORDER BY j.name LIMIT ?", (after, limit)
-        )
-    return [_row(r) for r in rows]
 
 
 def schedule_row(store: JobStore, name: str) -> ScheduleRow | None:
     """One job's row, or None if there is no such job (any more)."""
     r = store.db.execute(f"{_SCHEDULE_SQL} WHERE j.name = ?", (name,)).fetchone()
-    return None if r is None else _row(r)
+    if r is None:
+        return None
+    name, version, schedule, timezone, paused, updated_at, last, blob = r
+    spec = msgpack.unpackb(blob)
+    return ScheduleRow(
+        name,
+        version,
+        schedule,
+        timezone,
+        bool(paused),
+        updated_at,
+        last,
+        str(spec["catch_up"]),
+        int(spec["catch_up_limit"]),
+    )
+
+
+def schedule_keys(store: JobStore, after: str | None, limit: int) -> list[tuple[str, str, str]]:
+    """(name, schedule, zone) of up to ``limit`` jobs by name after ``after`` (a page)."""
+    if after is None:
+        rows = store.db.execute(
+            "SELECT name, schedule, timezone FROM jobs ORDER BY name LIMIT ?", (limit,)
+        )
+    else:
+        rows = store.db.execute(
+            "SELECT name, schedule, timezone FROM jobs WHERE name > ? ORDER BY name LIMIT ?",
+            (after, limit),
+        )
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def job_spec(store: JobStore, name: str) -> tuple[int, dict[str, Any]] | None:

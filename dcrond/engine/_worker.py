@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, final
+from urllib.parse import quote
 
 import trio
 
@@ -139,6 +140,7 @@ class Worker:
         self._slots = _Slots(ctx.config.runner.slots)
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._live: dict[tuple[str, int], _Live] = {}
+        self._live_by_job: dict[str, set[str]] = {}  #: job -> runs with a live attempt here
         self._live_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -153,6 +155,7 @@ class Worker:
         self._nursery = None
         self._pending.clear()
         self._live.clear()
+        self._live_by_job.clear()
 
     def _spawn(self, fn: Callable[..., Any], *args: object) -> None:
         if self._nursery is not None:
@@ -179,7 +182,7 @@ class Worker:
 
     def is_live(self, run_id: str) -> bool:
         """An attempt of ``run_id`` runs on this host now."""
-        return any(rid == run_id for rid, _ in self._live)
+        return run_id in self._live_by_job.get(_job_of(run_id), ())
 
     def live_spool(self, run_id: str, attempt: int) -> Path | None:
         """The spool of a running attempt (its output so far), or None."""
@@ -188,7 +191,23 @@ class Worker:
 
     def live_runs_of(self, job: str) -> list[str]:
         """Runs of ``job`` with an attempt running on this host."""
-        return sorted({rid for (rid, _), live in self._live.items() if live.job == job})
+        return sorted(self._live_by_job.get(job, ()))
+
+    def _add_live(self, live: _Live) -> None:
+        self._live[(live.handle.run_id, live.handle.attempt)] = live
+        self._live_by_job.setdefault(live.job, set()).add(live.handle.run_id)
+        self._live_touched()
+
+    def _drop_live(self, run_id: str, attempt: int) -> None:
+        live = self._live.pop((run_id, attempt), None)
+        if live is None:
+            return
+        runs = self._live_by_job.get(live.job)
+        if runs is not None:  # one attempt of a run is live at a time
+            runs.discard(run_id)
+            if not runs:
+                del self._live_by_job[live.job]
+        self._live_touched()
 
     @property
     def armed(self) -> int:
@@ -254,19 +273,21 @@ class Worker:
                 if stale is not None:
                     await self._skip(claim, stale)
                     return
-            ups = {
-                run_id: _table.run_state(store, run_id)
-                for run_id in (make_run_id(u, claim.scheduled_at) for u in spec["after"])
-            }
-            gate = upstream_gate(ups)
-            if gate.verdict == "skip":
-                await self._skip(claim, gate.reason)
-                return
-            if gate.verdict == "wait":
-                await wait_any([own, *(ctx.run_event(r) for r in gate.runs)])
-                continue
+            if spec["after"]:
+                ups = {
+                    run_id: _table.run_state(store, run_id)
+                    for run_id in (make_run_id(u, claim.scheduled_at) for u in spec["after"])
+                }
+                gate = upstream_gate(ups)
+                if gate.verdict == "skip":
+                    await self._skip(claim, gate.reason)
+                    return
+                if gate.verdict == "wait":
+                    await wait_any([own, *(ctx.run_event(r) for r in gate.runs)])
+                    continue
             others = set(self.live_runs_of(claim.job))
-            others.update(r for r, _host in _table.running_of(store, claim.job))
+            if spec["concurrency"] != "allow":  # elsewhere too (issue 5: other hosts)
+                others.update(r for r, _host in _table.running_of(store, claim.job))
             rule = concurrency(spec["concurrency"], claim.run_id, sorted(others))
             if rule.verdict == "skip":
                 await self._skip(claim, rule.reason)
@@ -301,13 +322,15 @@ class Worker:
 
     async def _prepare(self, claim: Claim, spec: dict[str, Any]) -> RunSpec:
         """The RunSpec of the attempt; fetches the script (cached by sha256)."""
-        script: bytes | None = None
-        if spec.get("script"):
-            script = await self._ctx.blobs.get_script(str(spec["script"]["sha256"]))
         user = spec.get("user")
         default_user = self._ctx.config.runner.default_user
         if user is None and default_user and os.geteuid() == 0:
             user = default_user
+        script: bytes | Path | None = None
+        if spec.get("script"):
+            sha = str(spec["script"]["sha256"])
+            data = await self._ctx.blobs.get_script(sha)  # fetched (and cached) by its hash
+            script = self._script_source(sha, data, user)
         runner_cfg = self._ctx.config.runner
         return RunSpec(
             run_id=claim.run_id,
@@ -324,6 +347,15 @@ class Worker:
             output_cap=runner_cfg.output_cap_bytes,
         )
 
+    def _script_source(self, sha: str, data: bytes, user: str | None) -> bytes | Path:
+        """The cached script file itself (no copy at the start), unless another user must
+        read it: then its bytes, which the runner writes where that user can."""
+        cached = getattr(self._ctx.blobs, "cached_script_path", None)
+        if cached is None or (user is not None and os.geteuid() == 0):
+            return data
+        path = cached(sha)
+        return data if path is None else Path(os.path.abspath(path))
+
     async def _run(self, claim: Claim, prepared: RunSpec | str) -> None:
         """Start the attempt now (a slot is taken), supervise it, report its end."""
         ctx = self._ctx
@@ -337,8 +369,7 @@ class Worker:
         def on_started(handle: RunHandle) -> None:
             nonlocal live
             live = _Live(handle, claim.job)
-            self._live[key] = live
-            self._live_touched()
+            self._add_live(live)
             ctx.counters.started += 1
             ctx.counters.lag((handle.started_at - claim.scheduled_at / 1000) * 1000)
             self._spawn(self._report_started, claim.run_id, claim.attempt, handle, live.reported)
@@ -350,8 +381,7 @@ class Worker:
             return
         finally:
             self._slots.give()
-            if self._live.pop(key, None) is not None:
-                self._live_touched()
+            self._drop_live(*key)
         reported = live.reported if live is not None else None
         await self._report_end(claim.job, result, reported)
 
@@ -452,7 +482,7 @@ class Worker:
     async def _fail_unstarted(self, claim: Claim, message: str) -> None:
         """End an attempt that could not be started as failed, with the reason as its log."""
         now = self._ctx.clock.now()
-        note = self._notes / f"{claim.run_id.replace('/', '_')}.{claim.attempt}.log"
+        note = self._notes / f"{quote(claim.run_id, safe='@+-_.~')}.{claim.attempt}.log"
         note.write_bytes(f"[dcrond: the attempt could not start: {message}]\n".encode())
         log.warning("run_start_failed run=%s attempt=%d: %s", claim.run_id, claim.attempt, message)
         await self._report_end(
@@ -526,10 +556,8 @@ class Worker:
             self.arm(claim)
 
     def _adopt(self, job: str, handle: RunHandle) -> None:
-        key = (handle.run_id, handle.attempt)
         live = _Live(handle, job)
-        self._live[key] = live
-        self._live_touched()
+        self._add_live(live)
         self._slots.force_take()
         self._ctx.counters.adopted += 1
         log.info("run_adopted run=%s attempt=%d pid=%d", handle.run_id, handle.attempt, handle.pid)
@@ -541,13 +569,11 @@ class Worker:
         self._spawn(self._watch_adopted, job, live)
 
     async def _watch_adopted(self, job: str, live: _Live) -> None:
-        key = (live.handle.run_id, live.handle.attempt)
         try:
             result = await self._ctx.runner.supervise(live.handle)
         finally:
             self._slots.give()
-            if self._live.pop(key, None) is not None:
-                self._live_touched()
+            self._drop_live(live.handle.run_id, live.handle.attempt)
         await self._report_end(job, result, live.reported)
 
     async def _report_lost(self, run_id: str, attempt: int) -> None:
