@@ -43,6 +43,7 @@ the moment it stops leading.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import logging
 import math
@@ -72,9 +73,9 @@ from dcrond.store import (
 log = logging.getLogger("dcrond.engine")
 
 #: names read per query when the heap is loaded
-KEYS_PAGE: Final = 5000
+KEYS_PAGE: Final = 1000
 #: the longest the load holds the event loop between two checkpoints (s)
-LOAD_SLICE: Final = 0.002
+LOAD_SLICE: Final = 0.001
 #: the longest the scheduler sleeps without looking at the wall clock again
 MAX_NAP: Final = 1.0
 #: how long before an instant its runs leave the heap (then wait for their claim time)
@@ -266,7 +267,23 @@ class Leader:
         table, and a daily one may start a few seconds late. Every job is
         judged against the time the load began: one due while the load ran
         is due, not missed.
+
+        The cyclic garbage collector is off while it loads, and what exists
+        afterwards is frozen (``gc.freeze``): at 100,000 jobs each full
+        collection had paused the event loop for 50-200 ms, and the heap's
+        objects (acyclic, freed by reference counting) need no collector.
         """
+        collecting = gc.isenabled()
+        gc.disable()  # full collections over a growing heap paused the loop for 50-200 ms
+        try:
+            await self._load_jobs()
+        finally:
+            # the heap lives until the next load: keep it out of every later full collection
+            gc.freeze()
+            if collecting:
+                gc.enable()
+
+    async def _load_jobs(self) -> None:
         store, clock = self._ctx.store, self._ctx.clock
         started = time.perf_counter()
         now = int(clock.now())

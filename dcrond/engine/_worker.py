@@ -247,6 +247,7 @@ class Worker:
             prepared = f"could not prepare the attempt: {exc}"
         start_at = claim.scheduled_at / 1000 if claim.attempt == 1 else 0.0
         first_look = True
+        prepared_again = False
         while True:
             await ctx.clock.wake_before(start_at)
             own = ctx.run_event(claim.run_id)
@@ -260,6 +261,13 @@ class Worker:
             if job_now[1]["paused"] and claim.reason in ("schedule", "catch-up"):
                 await self._skip(claim, f"job {claim.job!r} is paused")
                 return
+            if isinstance(prepared, str) and not prepared_again:
+                prepared_again = True  # storage may have been down a moment ago: try again
+                try:
+                    prepared = await self._prepare(claim, spec)
+                except (InvalidRequest, StorageError, OSError) as exc:
+                    prepared = f"could not prepare the attempt: {exc}"
+                continue  # and look at the claim again after that wait
             if first_look:
                 first_look = False
                 stale = stale_claim(

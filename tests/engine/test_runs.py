@@ -215,3 +215,18 @@ async def test_a_pause_between_the_claim_and_the_instant_skips_the_run(
         skipped = await node.until_final(claimed[0]["id"])
         assert skipped["state"] == "skipped"
         assert skipped["message"] == "job 'pausable' is paused"
+
+
+async def test_a_run_whose_script_cannot_be_fetched_fails_with_the_reason_as_its_log(
+    node_dir: Path, wall: Wall
+) -> None:
+    async with start_node(node_dir, wall) as node:
+        missing = "0" * 64  # never stored
+        await node.create("lost-script", schedule="@yearly", script={"sha256": missing, "size": 1})
+        run = await node.engine.trigger("lost-script", actor="alice")
+        ended = await node.until_final(run["id"])
+        assert ended["state"] == "failed"
+        assert ended["exit_code"] is None and ended["attempts"][0]["started_at"] is None
+        log = (await node.log(run["id"])).decode()
+        assert log.startswith("[dcrond: the attempt could not start: could not prepare")
+        assert missing in log
