@@ -33,6 +33,7 @@ run the table says is running here with no process and no report is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -434,7 +435,7 @@ class Worker:
         started), so the report carries none.
         """
         spool = result.spool_path
-        has_log = spool.exists()
+        has_log = _has_output(spool)  # an attempt that printed nothing stores no log
         key = log_key(job, result.run_id, result.attempt) if has_log else None
         record: dict[str, Any] = {
             "run_id": result.run_id,
@@ -451,6 +452,8 @@ class Worker:
         seq = self._outbox.add(record)
         if key is not None:
             self._ctx.uploader.put(key, spool)
+        else:
+            _remove(spool)
         if started is not None:
             await started.wait()  # RunStarted goes first in the log
         await self._send_report(seq, record)
@@ -625,3 +628,16 @@ class Worker:
         if isinstance(result, Applied):
             ctx.counters.lost += 1
             log.warning("run_lost run=%s attempt=%d", run_id, attempt)
+
+
+def _has_output(path: Path) -> bool:
+    """The spool exists and is not empty (a local stat)."""
+    try:
+        return os.stat(path).st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -56,7 +56,9 @@ async def test_kill_stops_the_whole_run_and_answers_once_it_ended(
         assert b"[dcrond:" not in await node.log(run["id"])
 
 
-async def test_a_timeout_ends_the_run_timed_out(node_dir: Path, wall: Wall) -> None:
+async def test_a_timeout_ends_the_run_timed_out_and_a_silent_run_stores_no_log(
+    node_dir: Path, wall: Wall
+) -> None:
     async with start_node(node_dir, wall) as node:
         await node.create("slow", schedule="@yearly", command="sleep 30", timeout=0.5)
         run = await node.engine.trigger("slow", actor="alice")
@@ -64,6 +66,8 @@ async def test_a_timeout_ends_the_run_timed_out(node_dir: Path, wall: Wall) -> N
         assert ended["state"] == "timed_out"
         started, finished = iso_ms(ended["started_at"]), iso_ms(ended["finished_at"])
         assert 400 <= finished - started < 3000
+        assert ended["attempts"][0]["log_path"] is None  # it printed nothing: no log stored
+        assert await node.engine.read_log(run["id"], 0) == (b"", True)
 
 
 async def test_a_failing_run_is_retried_with_backoff_until_its_retries_run_out(
