@@ -10,7 +10,10 @@ in one run, one after the other (never two at once), in this process:
 
 1. **floor**: this process spins to an instant and calls ``subprocess.Popen``
    on the program (the cost of a start from Python, nothing else); also the
-   time of one ``Popen(["/bin/true"])`` call;
+   time of one ``Popen(["/bin/true"])`` call; and **the runner alone**: the
+   same spin, then ``LocalProcessRunner.run`` (its supervisor shell and
+   bookkeeping, without the engine), one at a time and ``--burst`` back to
+   back;
 2. **APScheduler 3.x** (``BackgroundScheduler``, cron trigger every second,
    its default thread pool): the lag of its callbacks, and of a callback that
    starts the program;
@@ -54,8 +57,8 @@ from dcrond.config import Config, JobsConfig, NodeConfig, RunnerConfig
 from dcrond.engine import Engine
 from dcrond.engine._table import iso_ms
 from dcrond.replica import Replica
-from dcrond.runner import LocalProcessRunner
-from dcrond.store import CreateJob, JobSpec, PauseJob, ResumeJob, unwrap
+from dcrond.runner import LocalProcessRunner, RunSpec
+from dcrond.store import CreateJob, JobSpec, PauseJob, ResumeJob, format_instant, unwrap
 from dcrond.store._blobs import Blobs
 from dcrond.testing._replica import local_replica
 
@@ -248,6 +251,36 @@ async def wait_lines(path: Path, n: int, timeout: float) -> None:
         await trio.sleep(0.1)
 
 
+async def runner_alone(program: Path, folder: Path, *, n: int, burst: int) -> dict[str, Lags]:
+    """The runner without the engine: spin to an instant, ``LocalProcessRunner.run``.
+
+    ``n`` single starts 50 ms apart, then ``burst`` started back to back at one
+    instant: what the engine's figures are compared with to see its own share.
+    """
+    runner = LocalProcessRunner(folder / "runner-work")
+    script = folder / "empty-script"
+    script.write_bytes(b"")
+    out: dict[str, Lags] = {}
+    for name, count, apart in (("one", n, 0.05), ("burst", burst, 0.0)):
+        fire_out = folder / f"runner-{name}.out"
+        instant = math.ceil(time.time()) + 1.0
+        async with trio.open_nursery() as nursery:
+            for i in range(count):
+                at = instant + i * apart
+                tag = format_instant(round(at * 1000))
+                await trio.sleep_until(trio.current_time() + (at - time.time()) - 0.002)
+                spin_until(at)
+                spec = RunSpec(
+                    run_id=f"{name}{i}@{tag}",
+                    script=script,
+                    interpreter=str(program),
+                    env={"FIRE_OUT": str(fire_out), "DCROND_SCHEDULED_AT": tag},
+                )
+                await nursery.start(runner.run, spec)
+        out[name] = lags_of(fire_out)
+    return out
+
+
 async def dcrond_lags(
     program: Path, folder: Path, *, seconds: int, burst: int, table: int
 ) -> dict[str, Any]:
@@ -355,6 +388,7 @@ def main() -> None:
         print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f}")
         floor_lags, true_calls = floor(program, folder, args.floor)
         aps = apscheduler_lags(program, folder, seconds=args.seconds, burst=args.burst)
+        alone = trio.run(lambda: runner_alone(program, folder, n=args.floor, burst=args.burst))
         ours = trio.run(
             lambda: dcrond_lags(
                 program, folder, seconds=args.seconds, burst=args.burst, table=args.table
@@ -367,11 +401,13 @@ def main() -> None:
     rows = [
         ("floor: Popen -> first instruction", floor_lags),
         ("floor: Popen(/bin/true) call", true_calls),
+        ("runner alone: spin + LocalProcessRunner.run", alone["one"]),
         ("APScheduler 1 job/s: callback", aps["one"]),
         ("APScheduler 1 job/s: callback + Popen", aps["one+spawn"]),
         ("dcrond 1 job/s", ours["one"]),
         (f"APScheduler {args.burst} in 1 s: callback", aps["burst"]),
         (f"APScheduler {args.burst} in 1 s: + Popen", aps["burst+spawn"]),
+        (f"runner alone: {args.burst} one after another", alone["burst"]),
         (f"dcrond {args.burst} in 1 s", ours["burst"]),
     ]
     if args.table:
@@ -383,12 +419,15 @@ def main() -> None:
     o50, o99, _ = quantiles(ours["one"])
     a50, a99, _ = quantiles(aps["one+spawn"])
     print(f"dcrond 1 job/s vs floor:             p50 x{o50 / f50:.1f}  p99 x{o99 / f99:.1f}")
+    r50, r99, _ = quantiles(alone["one"])
     print(f"dcrond 1 job/s vs APScheduler+Popen: p50 x{o50 / a50:.2f}  p99 x{o99 / a99:.2f}")
+    print(f"dcrond 1 job/s vs the runner alone:  p50 x{o50 / r50:.2f}  p99 x{o99 / r99:.2f}")
     b = ours["burst"]
     a = aps["burst+spawn"]
     print(
         f"burst: {len(b)}/{args.burst} started, the last {max(b):.0f} ms after the instant "
-        f"(APScheduler+Popen: {len(a)} started, the last {max(a):.0f} ms after)"
+        f"(APScheduler+Popen: {len(a)} started, the last {max(a):.0f} ms after; the runner "
+        f"alone, back to back: the last {max(alone['burst']):.0f} ms after)"
     )
     if args.table:
         t50, t99, _ = quantiles(ours["table"])

@@ -22,7 +22,7 @@ from typing import Final, final
 import trio
 
 #: how long before an instant a precise wait wakes up and starts to spin
-SPIN: Final = 0.0012
+SPIN: Final = 0.002
 #: the longest single nap (a wall clock that steps is noticed this soon)
 MAX_NAP: Final = 1.0
 

@@ -220,10 +220,7 @@ class Leader:
                             "only": job,
                         }
                     )
-        limits = prune_limits(self._ctx.config.jobs.keep_runs, self._ctx.config.jobs.keep_days)
         self._prune = set()
-        if limits is not None and limits[0] is not None:
-            self._prune.update(_table.jobs_over(store, limits[0]))
 
     # --- claims on schedule ------------------------------------------------------------------
 
@@ -498,9 +495,28 @@ class Leader:
         if limits is None:
             return
         keep, max_age = limits
+        if keep is not None:
+            await self._sweep_counts(keep)
         while True:
             await self.prune_once(keep, max_age)
             await trio.sleep(self._prune_interval)
+
+    async def _sweep_counts(self, keep: int) -> None:
+        """Find the jobs over ``keep`` ended runs (once per leadership), a slice at a time."""
+        store = self._ctx.store
+        after: str | None = None
+        slice_end = time.perf_counter() + LOAD_SLICE
+        while True:
+            keys = _table.schedule_keys(store, after, KEYS_PAGE)
+            for name, _expr, _zone in keys:
+                if _table.ended_count(store, name) > keep:
+                    self._prune.add(name)
+                if time.perf_counter() >= slice_end:
+                    await trio.lowlevel.checkpoint()
+                    slice_end = time.perf_counter() + LOAD_SLICE
+            if len(keys) < KEYS_PAGE:
+                return
+            after = keys[-1][0]
 
     async def prune_once(self, keep: int | None, max_age: int | None) -> None:
         """Prune every job over its limits now (a pass of the retention loop)."""

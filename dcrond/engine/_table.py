@@ -194,14 +194,6 @@ def ended_count(store: JobStore, job: str) -> int:
     return int(r[0]) if r else 0
 
 
-def jobs_over(store: JobStore, keep: int) -> list[str]:
-    """Jobs with more than ``keep`` runs (a walk of the ``runs_by_job`` index)."""
-    rows = store.db.execute(
-        "SELECT job FROM runs GROUP BY job HAVING count(*) > ? ORDER BY job", (keep,)
-    )
-    return [r[0] for r in rows]
-
-
 def jobs_with_runs_before(store: JobStore, cutoff_ms: int) -> list[str]:
     """Jobs with ended runs that finished before ``cutoff_ms`` (for age-based retention).
 
