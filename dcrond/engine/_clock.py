@@ -8,7 +8,7 @@ within a second) and never returns before the instant by the wall clock.
 trio's timers wake up to a millisecond late (epoll rounds its timeout up to
 whole milliseconds), which would be a fifth of the fire-lag budget. So
 ``wake_before`` returns ``SPIN`` seconds early and ``spin_until`` then
-busy-waits the rest on the calling task -- at most ~1 ms of CPU per fire
+busy-waits the rest on the calling task -- at most ~2 ms of CPU per fire
 instant, since every run due at the same instant starts after the first one
 has spun.
 """
