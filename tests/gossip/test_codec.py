@@ -69,10 +69,11 @@ def test_encode_packet_refuses_to_exceed_its_budget() -> None:
         [1, [3, 1 << 63]],  # seq out of range
         [1, [3, True]],  # bool where an int belongs
         [1, [1, 1, "a", ""]],  # Ping without a source
-        [1, [5, "a", 0, "h", 0, [0, 0, [], 0, "", ""]]],  # port 0
-        [1, [5, "a", 0, "h", 1, [0, 0, ["k"], 0, "", ""]]],  # odd tag list
-        [1, [5, "a", 0, "h", 1, [0, 0, ["k", "1", "k", "2"], 0, "", ""]]],  # repeated tag
-        [1, [5, "a", 0, "h", 1, [0, 0, ["k", "v" * 600], 0, "", ""]]],  # meta too large
+        [1, [5, "a", 0, "h", 0, [0, 0, [], 0, "", "", ""]]],  # port 0
+        [1, [5, "a", 0, "h", 1, [0, 0, ["k"], 0, "", "", ""]]],  # odd tag list
+        [1, [5, "a", 0, "h", 1, [0, 0, ["k", "1", "k", "2"], 0, "", "", ""]]],  # repeated tag
+        [1, [5, "a", 0, "h", 1, [0, 0, ["k", "v" * 600], 0, "", "", ""]]],  # meta too large
+        [1, [5, "a", 0, "h", 1, [0, 0, [], 0, "", ""]]],  # meta field missing
         [1, [6, "x" * (MAX_NAME + 1), 0, "a"]],  # name too long
         [1, [2, 1, "t", "h", 1, 1]],  # nack flag is not a bool
         {"not": "an array"},
@@ -108,7 +109,7 @@ def test_random_structures_decode_to_valid_messages_or_protocol_error(items: lis
 def test_state_frames_are_checked_too() -> None:
     for obj in (
         [1, "yes", []],
-        [1, True, [["a", "h", 1, [0, 0, [], 0, "", ""], 0, 9]]],
+        [1, True, [["a", "h", 1, [0, 0, [], 0, "", "", ""], 0, 9]]],
         [2, True, []],
     ):
         with pytest.raises(ProtocolError):
