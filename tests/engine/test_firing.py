@@ -64,3 +64,18 @@ async def test_trigger_runs_now_even_when_paused_and_upcoming_honours_the_pause(
             node.engine.upcoming("nope", 1)
         with pytest.raises(NotFound):
             await node.engine.read_log("nope@2026-01-01T00:00:00Z", 0)
+
+
+async def test_after_a_snapshot_restore_the_engine_starts_over_without_skipping_or_doubling(
+    node_dir: Path, wall: Wall
+) -> None:
+    async with start_node(node_dir, wall) as node:
+        await node.create("tick")
+        await node.until(lambda: len(node.runs("tick")) >= 2, timeout=5)
+        table = node.replica.table
+        table.restore(table.snapshot(), node.replica.store.applied_index)  # as Raft would
+        await trio.sleep(2.2)
+        instants = [iso_ms(r["scheduled_at"]) for r in node.runs("tick")]
+        assert len(instants) >= 4
+        assert [b - a for a, b in itertools.pairwise(instants)] == [1000] * (len(instants) - 1)
+        assert node.engine.statistics().leading
