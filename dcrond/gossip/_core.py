@@ -56,28 +56,33 @@ choice: the member gets its chance to refute).
 members as well; from then on the core neither probes nor refutes.
 
 Nothing a peer sends can make the core raise.
+
+The code is split like the Raft core: ``_corebase`` (shared fields, member
+records, sending, random picks), ``_updates`` (precedence and refutation),
+``_probing`` (probes and relays) and this module (inputs, timers, outputs,
+anti-entropy).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Final, Protocol, final
+from typing import Final
 
 from dcrond.gossip._broadcast import BroadcastQueue
 from dcrond.gossip._codec import (
     MAX_MESSAGE_BYTES,
     PACKET_OVERHEAD,
     check_identity,
-    message_size,
 )
-from dcrond.gossip._health import Awareness, Suspicion, suspicion_bounds
+from dcrond.gossip._corebase import MemberRecord, Probe, Relay, Rng, next_phase
+from dcrond.gossip._health import Awareness, Suspicion
+from dcrond.gossip._probing import ProbingMixin
 from dcrond.gossip._types import (
     Ack,
     Address,
     Alive,
     Dead,
-    EventKind,
     GossipConfig,
     GossipStatistics,
     IndirectPing,
@@ -93,7 +98,6 @@ from dcrond.gossip._types import (
     Ready,
     StateEntry,
     Suspect,
-    Update,
 )
 
 __all__ = ["GossipCore", "Rng"]
@@ -107,82 +111,7 @@ _PUSH_PULL_SCALE_THRESHOLD: Final = 32
 _MIN_UPDATE_BYTES: Final = 12  #: no update encodes smaller; stop filling a packet below this
 
 
-class Rng(Protocol):
-    """Injected randomness; ``random.Random`` satisfies it."""
-
-    def random(self) -> float:
-        """A float in [0, 1)."""
-        ...
-
-    def randrange(self, start: int, stop: int) -> int:
-        """An integer in [start, stop)."""
-        ...
-
-
-@final
-class _Member:
-    __slots__ = ("address", "incarnation", "last_seen", "meta", "name", "since", "state")
-
-    def __init__(
-        self, name: str, address: Address, meta: NodeMeta, incarnation: int, now: float
-    ) -> None:
-        self.name = name
-        self.address = address
-        self.meta = meta
-        self.incarnation = incarnation
-        self.state = _ALIVE
-        self.since = now
-        self.last_seen: float | None = None
-
-    def snapshot(self) -> Member:
-        return Member(
-            self.name,
-            self.address,
-            self.meta,
-            self.incarnation,
-            self.state,
-            self.since,
-            self.last_seen,
-        )
-
-
-@final
-class _Probe:
-    __slots__ = (
-        "acked",
-        "end",
-        "expected_nacks",
-        "indirect_at",
-        "indirect_sent",
-        "nacks",
-        "seq",
-        "target",
-    )
-
-    def __init__(self, target: str, seq: int, indirect_at: float, end: float) -> None:
-        self.target = target
-        self.seq = seq
-        self.indirect_at = indirect_at
-        self.end = end
-        self.acked = False
-        self.indirect_sent = False
-        self.expected_nacks = 0
-        self.nacks = 0
-
-
-@final
-class _Relay:
-    __slots__ = ("expires", "nack", "requester", "seq")
-
-    def __init__(self, requester: Address, seq: int, nack: bool, expires: float) -> None:
-        self.requester = requester
-        self.seq = seq
-        self.nack = nack
-        self.expires = expires
-
-
-@final
-class GossipCore:
+class GossipCore(ProbingMixin):
     """One member's view of the cluster (see the module docstring)."""
 
     def __init__(
@@ -217,14 +146,14 @@ class GossipCore:
         self._now = now
         self._incarnation = 0
         self._leaving = False
-        self._members: dict[str, _Member] = {}
+        self._members: dict[str, MemberRecord] = {}
         self._names: list[str] = []  #: every other member, for random picks
         self._order: list[str] = []  #: probe order
         self._order_pos = 0
         self._counts = dict.fromkeys(MemberState, 0)
         self._counts[_ALIVE] = 1  # ourselves
-        self._probe: _Probe | None = None
-        self._relays: dict[int, _Relay] = {}
+        self._probe: Probe | None = None
+        self._relays: dict[int, Relay] = {}
         self._suspicions: dict[str, Suspicion] = {}
         self._bcast = BroadcastQueue()
         self._health = Awareness(config.awareness_max)
@@ -391,7 +320,7 @@ class GossipCore:
         if now >= self._next_gossip:
             if len(self._bcast):
                 self._gossip(now)
-            self._next_gossip = _next_phase(self._next_gossip, cfg.gossip_interval, now)
+            self._next_gossip = next_phase(self._next_gossip, cfg.gossip_interval, now)
         if now >= self._next_push_pull:
             self._next_push_pull = now + self._push_pull_period()
             if not self._leaving:
@@ -496,230 +425,6 @@ class GossipCore:
         for m in self._pick(self._cfg.gossip_nodes, lambda m: m.state in (_ALIVE, _SUSPECT)):
             self._send(m.address, [])
 
-    # --- probing --------------------------------------------------------------------
-
-    def _start_probe(self, now: float) -> None:
-        period = self._health.scale(self._cfg.probe_interval)
-        self._next_probe = now + period
-        target = self._next_target()
-        if target is None:
-            return
-        self._seq += 1
-        self._stats["probes"] += 1
-        p = _Probe(target.name, self._seq, now + self._cfg.probe_timeout, now + period)
-        self._probe = p
-        msgs: list[Message] = [Ping(p.seq, target.name, self._name)]
-        if target.state == _SUSPECT and self._cfg.lifeguard:
-            msgs.append(Suspect(target.name, target.incarnation, self._name))
-        self._send(target.address, msgs)
-
-    def _next_target(self) -> _Member | None:
-        order = self._order
-        for _ in range(2):
-            while self._order_pos < len(order):
-                m = self._members.get(order[self._order_pos])
-                self._order_pos += 1
-                if m is not None and m.state in (_ALIVE, _SUSPECT):
-                    return m
-            # One pass done: reshuffle the live members for the next one.
-            order[:] = [n for n in self._names if self._members[n].state in (_ALIVE, _SUSPECT)]
-            self._shuffle(order)
-            self._order_pos = 0
-        return None
-
-    def _probe_indirect(self, p: _Probe) -> None:
-        p.indirect_sent = True
-        target = self._members.get(p.target)
-        if target is None:
-            return
-        nack = self._cfg.lifeguard
-        helpers = self._pick(
-            self._cfg.indirect_checks, lambda m: m.state == _ALIVE and m.name != p.target
-        )
-        for h in helpers:
-            self._send(h.address, [IndirectPing(p.seq, target.name, target.address, nack)])
-        p.expected_nacks = len(helpers) if nack else 0
-
-    def _probe_failed(self, now: float, p: _Probe) -> None:
-        self._stats["probes_failed"] += 1
-        if self._cfg.lifeguard:
-            if p.expected_nacks:
-                missed = max(0, p.expected_nacks - p.nacks)
-                self._stats["nacks_missed"] += missed
-                self._health.apply(missed)
-            else:
-                self._health.apply(1)
-        m = self._members.get(p.target)
-        if m is not None and m.state in (_ALIVE, _SUSPECT):
-            self._on_suspect(now, Suspect(m.name, m.incarnation, self._name))
-
-    def _on_ping(self, frm: Address, ping: Ping) -> None:
-        if ping.target and ping.target != self._name:
-            return  # meant for whoever lived at this address before us
-        reply: list[Message] = [Ack(ping.seq)]
-        sender = self._members.get(ping.source)
-        if sender is not None and sender.state in (_DEAD, _LEFT):
-            # It thinks it is alive and we think it is dead: tell it, so it refutes.
-            reply.append(Suspect(sender.name, sender.incarnation, self._name))
-        self._send(frm, reply)
-
-    def _on_ack(self, now: float, seq: int) -> None:
-        p = self._probe
-        if p is not None and p.seq == seq:
-            if not p.acked:
-                p.acked = True
-                if self._cfg.lifeguard:
-                    self._health.apply(-1)
-                m = self._members.get(p.target)
-                if m is not None:
-                    m.last_seen = now
-            return
-        r = self._relays.pop(seq, None)
-        if r is not None:
-            self._send(r.requester, [Ack(r.seq)])
-
-    def _on_indirect(self, now: float, frm: Address, req: IndirectPing) -> None:
-        if req.target == self._name:
-            self._send(frm, [Ack(req.seq)])
-            return
-        if len(self._relays) >= 1024:
-            return  # a flood: let the requester's probe fail rather than grow without bound
-        self._seq += 1
-        self._relays[self._seq] = _Relay(frm, req.seq, req.nack, now + self._cfg.probe_timeout)
-        self._send(req.address, [Ping(self._seq, req.target, self._name)])
-
-    # --- state updates ------------------------------------------------------------
-
-    def _on_alive(self, now: float, a: Alive) -> None:
-        if a.name == self._name:
-            if self._leaving or a.incarnation < self._incarnation:
-                return
-            if (
-                a.incarnation == self._incarnation
-                and a.address == self._address
-                and a.meta == self._meta
-            ):
-                return
-            self._refute(a.incarnation)  # someone else, or an earlier life of ours
-            return
-        m = self._members.get(a.name)
-        if m is None:
-            m = self._add(a.name, a.address, a.meta, a.incarnation)
-            m.last_seen = now
-            self._event(EventKind.JOIN, m)
-            self._queue(a)
-            return
-        if a.incarnation <= m.incarnation:
-            return
-        if a.address != m.address and m.state in (_ALIVE, _SUSPECT):
-            return  # a second member claims a live member's name: keep the one we know
-        old = m.state
-        changed = a.meta != m.meta or a.address != m.address
-        m.incarnation = a.incarnation
-        m.meta = a.meta
-        m.address = a.address
-        m.last_seen = now
-        self._suspicions.pop(a.name, None)
-        if old != _ALIVE:
-            self._set_state(m, _ALIVE)
-            m.since = now
-            self._event(EventKind.ALIVE if old == _SUSPECT else EventKind.JOIN, m)
-            if old in (_DEAD, _LEFT):
-                self._insert_into_order(m.name)
-        elif changed:
-            self._event(EventKind.UPDATE, m)
-        self._queue(a)
-
-    def _on_suspect(self, now: float, s: Suspect) -> None:
-        if s.name == self._name:
-            self._accused(s.incarnation)
-            return
-        m = self._members.get(s.name)
-        if m is None or s.incarnation < m.incarnation:
-            return
-        running = self._suspicions.get(s.name)
-        if running is not None:
-            if running.confirm(s.frm):
-                self._queue(s)  # a new confirmation: pass it on so others can count it too
-            return
-        if m.state != _ALIVE:
-            return
-        m.incarnation = s.incarnation
-        self._set_state(m, _SUSPECT)
-        m.since = now
-        if s.frm == self._name:
-            self._stats["suspicions"] += 1
-        self._event(EventKind.SUSPECT, m)
-        self._queue(s)
-        cfg = self._cfg
-        n = self.estimated_size()
-        lo, hi = suspicion_bounds(cfg.suspicion_mult, cfg.suspicion_max_mult, n, cfg.probe_interval)
-        k = cfg.suspicion_mult - 2 if cfg.lifeguard else 0
-        if n - 2 < k:
-            k = 0  # not enough other members to confirm it
-        self._suspicions[s.name] = Suspicion(s.incarnation, s.frm, start=now, k=k, lo=lo, hi=hi)
-
-    def _on_dead(self, now: float, d: Dead) -> None:
-        if d.name == self._name:
-            if not self._leaving:
-                self._accused(d.incarnation)
-            return
-        m = self._members.get(d.name)
-        if m is None or d.incarnation < m.incarnation:
-            return
-        if m.state == _LEFT or (m.state == _DEAD and not d.is_leave):
-            return
-        self._suspicions.pop(d.name, None)
-        m.incarnation = d.incarnation
-        new = _LEFT if d.is_leave else _DEAD
-        self._set_state(m, new)
-        m.since = now
-        self._event(EventKind.LEFT if new == _LEFT else EventKind.DEAD, m)
-        self._queue(d)
-
-    def _accused(self, incarnation: int) -> None:
-        if self._leaving:
-            return
-        if incarnation < self._incarnation:
-            # Old news about us; make sure our current incarnation is going around.
-            if self._bcast.queued(self._name) is None:
-                self._queue(self._alive_self())
-            return
-        self._refute(incarnation)
-
-    def _refute(self, incarnation: int) -> None:
-        self._incarnation = max(self._incarnation, incarnation) + 1
-        self._stats["refutations"] += 1
-        if self._cfg.lifeguard:
-            self._health.apply(1)
-        self._queue(self._alive_self())
-
-    def _alive_self(self) -> Alive:
-        return Alive(self._name, self._incarnation, self._address, self._meta)
-
-    # --- membership bookkeeping -----------------------------------------------
-
-    def _add(self, name: str, address: Address, meta: NodeMeta, incarnation: int) -> _Member:
-        m = _Member(name, address, meta, incarnation, self._now)
-        self._members[name] = m
-        self._names.append(name)
-        self._counts[_ALIVE] += 1
-        self._insert_into_order(name)
-        return m
-
-    def _insert_into_order(self, name: str) -> None:
-        # At a random place in the rest of this pass, so a newcomer is probed soon.
-        pos = self._rng.randrange(self._order_pos, len(self._order) + 1)
-        self._order.insert(pos, name)
-
-    def _set_state(self, m: _Member, state: MemberState) -> None:
-        self._counts[m.state] -= 1
-        self._counts[state] += 1
-        m.state = state
-
-    def _event(self, kind: EventKind, m: _Member) -> None:
-        self._events.append(MemberEvent(kind, m.snapshot()))
-
     def _reap(self, now: float) -> None:
         old = [
             n
@@ -737,30 +442,10 @@ class GossipCore:
                 if i < self._order_pos:
                     self._order_pos -= 1
 
-    # --- sending ----------------------------------------------------------------
-
-    def _queue(self, msg: Update) -> None:
-        if not len(self._bcast):
-            # Keep the gossip rhythm's phase when the queue wakes up again.
-            self._next_gossip = _next_phase(self._next_gossip, self._cfg.gossip_interval, self._now)
-        self._bcast.put(msg, message_size(msg))
-
-    def _send(self, to: Address, msgs: list[Message]) -> None:
-        """Send ``msgs`` to ``to``, filling the rest of the packet with queued updates."""
-        budget = self._cfg.packet_bytes - PACKET_OVERHEAD
-        for m in msgs:
-            budget -= message_size(m)
-        if budget >= _MIN_UPDATE_BYTES:
-            extra, _ = self._bcast.take(budget, self._retransmit_limit())
-            msgs.extend(extra)
-        if msgs:
-            self._stats["packets_out"] += 1
-            self._packets.append(Packet(to, tuple(msgs)))
-
     def _gossip(self, now: float) -> None:
         dead_horizon = now - self._cfg.gossip_to_dead
 
-        def eligible(m: _Member) -> bool:
+        def eligible(m: MemberRecord) -> bool:
             return m.state in (_ALIVE, _SUSPECT) or (m.state == _DEAD and m.since > dead_horizon)
 
         for m in self._pick(self._cfg.gossip_nodes, eligible):
@@ -768,63 +453,9 @@ class GossipCore:
                 break
             self._send(m.address, [])
 
-    def _retransmit_limit(self) -> int:
-        return self._cfg.retransmit_mult * math.ceil(math.log10(self.estimated_size() + 1))
-
     def _push_pull_period(self) -> float:
         n = self.estimated_size()
         interval = self._cfg.push_pull_interval
         if n <= _PUSH_PULL_SCALE_THRESHOLD:
             return interval
         return interval * (math.ceil(math.log2(n) - math.log2(_PUSH_PULL_SCALE_THRESHOLD)) + 1)
-
-    # --- randomness ---------------------------------------------------------------
-
-    def _shuffle(self, items: list[str]) -> None:
-        rng = self._rng
-        for i in range(len(items) - 1, 0, -1):
-            j = rng.randrange(0, i + 1)
-            items[i], items[j] = items[j], items[i]
-
-    def _random_member(self, want: _Predicate) -> _Member | None:
-        picked = self._pick(1, want)
-        return picked[0] if picked else None
-
-    def _pick(self, k: int, want: _Predicate) -> list[_Member]:
-        """Up to ``k`` distinct random members that satisfy ``want``."""
-        names = self._names
-        n = len(names)
-        chosen: list[_Member] = []
-        if n == 0 or k <= 0:
-            return chosen
-        seen: set[str] = set()
-        # Random probing as memberlist does, then a scan so a rare kind is still found.
-        for _ in range(3 * n if n < 4 * k else 3 * k):
-            name = names[self._rng.randrange(0, n)]
-            if name in seen:
-                continue
-            seen.add(name)
-            m = self._members[name]
-            if want(m):
-                chosen.append(m)
-                if len(chosen) == k:
-                    return chosen
-        rest = [self._members[x] for x in names if x not in seen and want(self._members[x])]
-        while rest and len(chosen) < k:
-            chosen.append(rest.pop(self._rng.randrange(0, len(rest))))
-        return chosen
-
-    def _advance_clock(self, now: float) -> float:
-        self._now = max(self._now, now)
-        return self._now
-
-
-class _Predicate(Protocol):
-    def __call__(self, m: _Member, /) -> bool: ...
-
-
-def _next_phase(t: float, interval: float, now: float) -> float:
-    """The first instant ``t + i * interval`` (i >= 0) that is after ``now``."""
-    if t > now:
-        return t
-    return t + interval * (math.floor((now - t) / interval) + 1)

@@ -42,6 +42,9 @@ def test_graph_covers_the_core_and_its_helpers() -> None:
     graph = core_import_graph()
     for mod in (
         "dcrond.gossip._core",
+        "dcrond.gossip._corebase",
+        "dcrond.gossip._updates",
+        "dcrond.gossip._probing",
         "dcrond.gossip._health",
         "dcrond.gossip._broadcast",
         "dcrond.gossip._codec",
