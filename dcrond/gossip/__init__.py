@@ -3,7 +3,9 @@
 - ``_types``: the values every part shares (members, messages, ``Ready``, config).
 - ``_health``: Lifeguard's local health multiplier and suspicion timeout.
 - ``_broadcast``: the queue of updates piggybacked on packets.
-- ``_core``: the pure state machine (no I/O, no clock, no randomness of its own).
+- ``_core``: the pure state machine (no I/O, no clock, no randomness of its own),
+  built from ``_corebase`` (shared fields, sending), ``_updates`` (precedence,
+  refutation) and ``_probing`` (probes, relays).
 - ``_codec``: msgpack encoding of packets and push-pull state, validated strictly.
 - ``_seal``: the seam where packets get sealed and opened.
 - ``_aead``: the sealer a cluster uses: ChaCha20-Poly1305 keyed from the join secret.
