@@ -21,16 +21,17 @@ repeats a run.
                          LogUploader: spool ──► object storage, durable queue  _uploader.py
 
 1. **Claim before start.** The leader proposes ``RunScheduled`` for
-   ``job@instant`` ``lead_time`` (50 ms) before the instant, so the log
-   write is off the critical path. The store refuses a second claim of one
+   ``job@instant`` ``lead_time`` (50 ms) before the instant -- earlier for a
+   crowd due at one instant, up to 1 s -- so the log write is off the
+   critical path. The store refuses a second claim of one
    id, and after a restart the scheduler counts from the newest claimed
    instant in the table: catch-up (none / latest / all, capped) applies only
    to instants missed while no scheduler ran.
 2. **Start at the instant.** The worker on the placed host has everything
    ready (the job version's spec, its script from the sha256 cache) and
    sleeps to the instant on trio's clock mapped from the wall clock, wakes
-   a moment early and spins to it, then starts the process with no
-   checkpoint in between. A first attempt never starts before its instant.
+   2 ms early and spins to it, then starts the process with no checkpoint
+   in between. A first attempt never starts before its instant.
 3. **Rules at the instant** (``_policy``): a claim killed or skipped
    meanwhile is dropped; a paused job's scheduled run is skipped; a claim
    found not started after a downtime obeys catch-up ``none``; a dependent

@@ -74,6 +74,8 @@ log = logging.getLogger("dcrond.engine")
 
 #: names read per query when the heap is loaded
 KEYS_PAGE: Final = 1000
+#: from this many jobs on, the loaded heap is kept out of the cyclic collector (gc.freeze)
+FREEZE_AT: Final = 10_000
 #: the longest the load holds the event loop between two checkpoints (s)
 LOAD_SLICE: Final = 0.001
 #: the longest the scheduler sleeps without looking at the wall clock again
@@ -265,22 +267,24 @@ class Leader:
         judged against the time the load began: one due while the load ran
         is due, not missed.
 
-        The cyclic garbage collector is off while it loads, and what exists
-        afterwards is frozen (``gc.freeze``): at 100,000 jobs each full
-        collection had paused the event loop for 50-200 ms, and the heap's
-        objects (acyclic, freed by reference counting) need no collector.
+        The cyclic garbage collector is off while it loads, and from
+        ``FREEZE_AT`` jobs on what exists afterwards is frozen
+        (``gc.freeze``): at 100,000 jobs each full collection had paused the
+        event loop for 50-200 ms, and the heap's objects (acyclic, freed by
+        reference counting) need no collector.
         """
         collecting = gc.isenabled()
         gc.disable()  # full collections over a growing heap paused the loop for 50-200 ms
         try:
-            await self._load_jobs()
+            count = await self._load_jobs()
         finally:
-            # the heap lives until the next load: keep it out of every later full collection
-            gc.freeze()
             if collecting:
                 gc.enable()
+        if count >= FREEZE_AT:
+            # the heap lives until the next load: keep it out of every later full collection
+            gc.freeze()
 
-    async def _load_jobs(self) -> None:
+    async def _load_jobs(self) -> int:
         store, clock = self._ctx.store, self._ctx.clock
         started = time.perf_counter()
         now = int(clock.now())
@@ -316,6 +320,7 @@ class Leader:
         self._loaded = True
         self.load_seconds = time.perf_counter() - started
         log.info("scheduler_loaded jobs=%d seconds=%.3f", count, self.load_seconds)
+        return count
 
     def _refresh_dirty(self) -> None:
         if not self._dirty:
