@@ -25,55 +25,36 @@ the applied ``RunScheduled`` (``arm``), or, after a restart, from the table
 Every step is safe to cut off by a shutdown or crash: a claim not yet
 started stays ``scheduled`` in the table and is armed again; a running
 process is detached and re-adopted by the next daemon; a report not yet
-committed is proposed again from the outbox, and its log is uploaded from
-the queue. On start, ``recover`` closes what no process backs any more: a
+committed is proposed again from the outbox (``_reports``), and its log is
+uploaded from the queue. On start, ``recover`` closes what no process backs any more: a
 run the table says is running here with no process and no report is
 ``lost`` (with whatever output its spool holds).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, final
-from urllib.parse import quote
 
 import trio
 
 from dcrond.engine import _table
 from dcrond.engine._context import Context, wait_any
-from dcrond.engine._journal import Journal
 from dcrond.engine._policy import concurrency, stale_claim, upstream_gate
+from dcrond.engine._reports import Reporter, job_of
 from dcrond.engine._table import Claim
 from dcrond.errors import InvalidRequest, StorageError
-from dcrond.runner import LocalProcessRunner, Outcome, RunHandle, RunResult, RunSpec
-from dcrond.store import (
-    Applied,
-    Rejected,
-    RunFinished,
-    RunLost,
-    RunSkipped,
-    RunStarted,
-    make_run_id,
-)
-from dcrond.store._blobs import log_key
+from dcrond.runner import RunHandle, RunSpec
+from dcrond.store import make_run_id
 
 log = logging.getLogger("dcrond.engine")
 
 #: how long ``replace`` waits for the runs it stops before it looks again
 REPLACE_POLL = 1.0
-
-
-def _job_of(run_id: str) -> str:
-    return run_id.rpartition("@")[0]
-
-
-def _ms(seconds: float) -> int:
-    return int(seconds * 1000)
 
 
 @final
@@ -135,9 +116,7 @@ class Worker:
 
     def __init__(self, ctx: Context, state_dir: Path) -> None:
         self._ctx = ctx
-        self._outbox = Journal(state_dir / "reports")
-        self._notes = state_dir / "notes"
-        self._notes.mkdir(parents=True, exist_ok=True)
+        self._reports = Reporter(ctx, state_dir)
         self._slots = _Slots(ctx.config.runner.slots)
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._live: dict[tuple[str, int], _Live] = {}
@@ -183,7 +162,7 @@ class Worker:
 
     def is_live(self, run_id: str) -> bool:
         """An attempt of ``run_id`` runs on this host now."""
-        return run_id in self._live_by_job.get(_job_of(run_id), ())
+        return run_id in self._live_by_job.get(job_of(run_id), ())
 
     def live_spool(self, run_id: str, attempt: int) -> Path | None:
         """The spool of a running attempt (its output so far), or None."""
@@ -223,7 +202,7 @@ class Worker:
     @property
     def unreported(self) -> int:
         """Reports of ended attempts not yet committed (the outbox)."""
-        return len(self._outbox)
+        return self._reports.unreported
 
     # --- one attempt ---------------------------------------------------------------
 
@@ -239,7 +218,7 @@ class Worker:
         ctx, store = self._ctx, self._ctx.store
         spec = self._claimed_spec(claim)
         if spec is None:
-            await self._skip(claim, f"job {claim.job!r} was deleted")
+            await self._reports.skip(claim, f"job {claim.job!r} was deleted")
             return
         prepared: RunSpec | str
         try:
@@ -257,10 +236,10 @@ class Worker:
                 return  # killed, skipped, lost or superseded meanwhile
             job_now = _table.job_spec(store, claim.job)
             if job_now is None:
-                await self._skip(claim, f"job {claim.job!r} was deleted")
+                await self._reports.skip(claim, f"job {claim.job!r} was deleted")
                 return
             if job_now[1]["paused"] and claim.reason in ("schedule", "catch-up"):
-                await self._skip(claim, f"job {claim.job!r} is paused")
+                await self._reports.skip(claim, f"job {claim.job!r} is paused")
                 return
             if isinstance(prepared, str) and not prepared_again:
                 prepared_again = True  # storage may have been down a moment ago: try again
@@ -280,7 +259,7 @@ class Worker:
                     grace_ms=ctx.grace * 1000,
                 )
                 if stale is not None:
-                    await self._skip(claim, stale)
+                    await self._reports.skip(claim, stale)
                     return
             if spec["after"]:
                 ups = {
@@ -289,7 +268,7 @@ class Worker:
                 }
                 gate = upstream_gate(ups)
                 if gate.verdict == "skip":
-                    await self._skip(claim, gate.reason)
+                    await self._reports.skip(claim, gate.reason)
                     return
                 if gate.verdict == "wait":
                     await wait_any([own, *(ctx.run_event(r) for r in gate.runs)])
@@ -299,7 +278,7 @@ class Worker:
                 others.update(r for r, _host in _table.running_of(store, claim.job))
             rule = concurrency(spec["concurrency"], claim.run_id, sorted(others))
             if rule.verdict == "skip":
-                await self._skip(claim, rule.reason)
+                await self._reports.skip(claim, rule.reason)
                 return
             if rule.verdict == "replace":
                 log.info("run_replacing run=%s stopping=%s", claim.run_id, ",".join(rule.runs))
@@ -371,7 +350,7 @@ class Worker:
         key = (claim.run_id, claim.attempt)
         if isinstance(prepared, str):
             self._slots.give()
-            await self._fail_unstarted(claim, prepared)
+            await self._reports.fail_unstarted(claim, prepared)
             return
         live: _Live | None = None
 
@@ -381,151 +360,22 @@ class Worker:
             self._add_live(live)
             ctx.counters.started += 1
             ctx.counters.lag((handle.started_at - claim.scheduled_at / 1000) * 1000)
-            self._spawn(self._report_started, claim.run_id, claim.attempt, handle, live.reported)
+            self._spawn(self._reports.started, claim.run_id, claim.attempt, handle, live.reported)
 
         try:
             result = await ctx.runner.run(prepared, task_status=_Started(on_started))
         except (InvalidRequest, OSError) as exc:  # nothing started (an unknown user, say)
-            await self._fail_unstarted(claim, str(exc))
+            await self._reports.fail_unstarted(claim, str(exc))
             return
         finally:
             self._slots.give()
             self._drop_live(*key)
         reported = live.reported if live is not None else None
-        await self._report_end(claim.job, result, reported)
+        await self._reports.end(claim.job, result, reported)
 
     def _live_touched(self) -> None:
         self._live_changed.set()
         self._live_changed = trio.Event()
-
-    # --- reports --------------------------------------------------------------------
-
-    async def _report_started(
-        self, run_id: str, attempt: int, handle: RunHandle, done: trio.Event
-    ) -> None:
-        ctx = self._ctx
-        try:
-            cmd = RunStarted(
-                **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
-                run_id=run_id,
-                attempt=attempt,
-                host=ctx.host,
-                pid=handle.pid,
-                started_at=_ms(handle.started_at),
-            )
-            result = await ctx.propose(cmd, patience=30.0)
-            if isinstance(result, Rejected):
-                log.info(
-                    "run_started_refused run=%s attempt=%d: %s", run_id, attempt, result.message
-                )
-        finally:
-            done.set()
-
-    async def _report_end(
-        self,
-        job: str,
-        result: RunResult,
-        started: trio.Event | None,
-        *,
-        began: bool = True,
-    ) -> None:
-        """Keep the report in the outbox, queue the log, then commit the report.
-
-        ``began`` False: the attempt's start time is unknown (or it never
-        started), so the report carries none.
-        """
-        spool = result.spool_path
-        has_log = _has_output(spool)  # an attempt that printed nothing stores no log
-        key = log_key(job, result.run_id, result.attempt) if has_log else None
-        record: dict[str, Any] = {
-            "run_id": result.run_id,
-            "attempt": result.attempt,
-            "state": str(result.state),
-            "exit_code": result.exit_code,
-            "signal": result.signal,
-            "started_at": _ms(result.started_at) if began else None,
-            "finished_at": max(_ms(result.finished_at), _ms(result.started_at)),
-            "log_path": key,
-            "truncated": result.truncated,
-            "spool": str(spool) if has_log else None,
-        }
-        seq = self._outbox.add(record)
-        if key is not None:
-            self._ctx.uploader.put(key, spool)
-        else:
-            _remove(spool)
-        if started is not None:
-            await started.wait()  # RunStarted goes first in the log
-        await self._send_report(seq, record)
-
-    async def _send_report(self, seq: int, record: dict[str, Any]) -> None:
-        ctx = self._ctx
-        cmd = RunFinished(
-            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
-            run_id=record["run_id"],
-            attempt=record["attempt"],
-            state=record["state"],
-            exit_code=record["exit_code"],
-            signal=record["signal"],
-            started_at=record["started_at"],
-            finished_at=record["finished_at"],
-            log_path=record["log_path"],
-            truncated=record["truncated"],
-        )
-        result = await ctx.propose(cmd)
-        if isinstance(result, Applied):
-            ctx.counters.finished += 1
-            if record["state"] == "lost":
-                ctx.counters.lost += 1
-            log.info(
-                "run_finished run=%s attempt=%d state=%s exit=%s signal=%s",
-                record["run_id"],
-                record["attempt"],
-                record["state"],
-                record["exit_code"],
-                record["signal"],
-            )
-        elif isinstance(result, Rejected):
-            # already recorded (a report sent again after a restart), or the run moved on
-            log.info("run_finished_refused run=%s: %s", record["run_id"], result.message)
-        self._outbox.remove(seq)
-
-    async def _fail_unstarted(self, claim: Claim, message: str) -> None:
-        """End an attempt that could not be started as failed, with the reason as its log."""
-        now = self._ctx.clock.now()
-        note = self._notes / f"{quote(claim.run_id, safe='@+-_.~')}.{claim.attempt}.log"
-        note.write_bytes(f"[dcrond: the attempt could not start: {message}]\n".encode())
-        log.warning("run_start_failed run=%s attempt=%d: %s", claim.run_id, claim.attempt, message)
-        await self._report_end(
-            claim.job,
-            RunResult(
-                run_id=claim.run_id,
-                attempt=claim.attempt,
-                state=Outcome.FAILED,
-                exit_code=None,
-                signal=None,
-                started_at=now,
-                finished_at=now,
-                output_bytes=0,
-                discarded_bytes=0,
-                truncated=False,
-                spool_path=note,
-            ),
-            None,
-            began=False,
-        )
-
-    async def _skip(self, claim: Claim, reason: str) -> None:
-        ctx = self._ctx
-        cmd = RunSkipped(
-            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
-            run_id=claim.run_id,
-            reason=reason,
-        )
-        result = await ctx.propose(cmd, patience=30.0)
-        if isinstance(result, Applied):
-            ctx.counters.skipped += 1
-            log.info("run_skipped run=%s reason=%r", claim.run_id, reason)
 
     # --- restart recovery ---------------------------------------------------------------
 
@@ -533,7 +383,7 @@ class Worker:
         """Pick up what a previous daemon left: reports, processes, claims (see module doc)."""
         ctx, store = self._ctx, self._ctx.store
         done: set[tuple[str, int]] = set()
-        for seq, record in self._outbox.items():
+        for seq, record in self._reports.outbox.items():
             key = (str(record["run_id"]), int(record["attempt"]))
             done.add(key)
             spool, log_path = record.get("spool"), record.get("log_path")
@@ -544,19 +394,19 @@ class Worker:
                 and os.path.exists(spool)
             ):  # the upload was not queued before the stop
                 ctx.uploader.put(log_path, Path(spool))
-            self._spawn(self._send_report, seq, record)
+            self._spawn(self._reports.send, seq, record)
         for found in ctx.runner.recover():
             key = (found.run_id, found.attempt)
             done.add(key)
-            job = _job_of(found.run_id)
+            job = job_of(found.run_id)
             if found.handle is not None:
                 self._adopt(job, found.handle)
             elif found.result is not None:
-                self._spawn(self._report_end, job, found.result, None)
+                self._spawn(self._reports.end, job, found.result, None)
         for run_id, attempt in _table.running_on(store, ctx.host):
             if (run_id, attempt) not in done:
                 done.add((run_id, attempt))
-                self._spawn(self._report_lost, run_id, attempt)
+                self._spawn(self._reports.lost, run_id, attempt)
         for claim in _table.claims_on(store, ctx.host):
             if (claim.run_id, claim.attempt) not in done:
                 self.arm(claim)
@@ -574,7 +424,7 @@ class Worker:
         log.info("run_adopted run=%s attempt=%d pid=%d", handle.run_id, handle.attempt, handle.pid)
         current = _table.current_attempt(self._ctx.store, handle.run_id)
         if current is not None and current[1] == handle.attempt and current[2] == "scheduled":
-            self._spawn(self._report_started, handle.run_id, handle.attempt, handle, live.reported)
+            self._spawn(self._reports.started, handle.run_id, handle.attempt, handle, live.reported)
         else:
             live.reported.set()
         self._spawn(self._watch_adopted, job, live)
@@ -585,59 +435,4 @@ class Worker:
         finally:
             self._slots.give()
             self._drop_live(live.handle.run_id, live.handle.attempt)
-        await self._report_end(job, result, live.reported)
-
-    async def _report_lost(self, run_id: str, attempt: int) -> None:
-        """A run the table says runs here, that no process or report backs: lost."""
-        ctx = self._ctx
-        reason = "dcrond restarted and found no process or exit status for this attempt"
-        runner = ctx.runner
-        spool = (
-            runner.spool_path(run_id, attempt) if isinstance(runner, LocalProcessRunner) else None
-        )
-        if spool is not None and spool.exists():
-            now = ctx.clock.now()
-            with spool.open("ab") as f:
-                f.write(f"\n[dcrond: {reason}]\n".encode())
-            await self._report_end(
-                _job_of(run_id),
-                RunResult(
-                    run_id=run_id,
-                    attempt=attempt,
-                    state=Outcome.LOST,
-                    exit_code=None,
-                    signal=None,
-                    started_at=now,
-                    finished_at=now,
-                    output_bytes=0,
-                    discarded_bytes=0,
-                    truncated=False,
-                    spool_path=spool,
-                ),
-                None,
-                began=False,
-            )
-            return
-        cmd = RunLost(
-            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
-            run_id=run_id,
-            attempt=attempt,
-            reason=reason,
-        )
-        result = await ctx.propose(cmd)
-        if isinstance(result, Applied):
-            ctx.counters.lost += 1
-            log.warning("run_lost run=%s attempt=%d", run_id, attempt)
-
-
-def _has_output(path: Path) -> bool:
-    """The spool exists and is not empty (a local stat)."""
-    try:
-        return os.stat(path).st_size > 0
-    except FileNotFoundError:
-        return False
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+        await self._reports.end(job, result, live.reported)

@@ -1,0 +1,234 @@
+"""Reporting attempts to the log: started, ended (through a durable outbox), skipped, lost.
+
+An attempt's end is written to the *outbox* (a ``Journal`` in
+``<state>/reports``) and its log queued for upload before ``RunFinished`` is
+proposed; the record goes once the report is committed (or refused because
+the attempt was already recorded). After a restart ``Worker.recover``
+proposes every record left in the outbox again, so no end is lost to a
+shutdown in the middle of a proposal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, final
+from urllib.parse import quote
+
+import trio
+
+from dcrond.engine._context import Context
+from dcrond.engine._journal import Journal
+from dcrond.engine._table import Claim
+from dcrond.runner import LocalProcessRunner, Outcome, RunHandle, RunResult
+from dcrond.store import Applied, Rejected, RunFinished, RunLost, RunSkipped, RunStarted
+from dcrond.store._blobs import log_key
+
+log = logging.getLogger("dcrond.engine")
+
+
+def job_of(run_id: str) -> str:
+    """The job part of a run id."""
+    return run_id.rpartition("@")[0]
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+@final
+class Reporter:
+    """Proposes what happened to this host's attempts (see the module doc)."""
+
+    def __init__(self, ctx: Context, state_dir: Path) -> None:
+        self._ctx = ctx
+        self.outbox = Journal(state_dir / "reports")
+        self._notes = state_dir / "notes"
+        self._notes.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def unreported(self) -> int:
+        """Ends written to the outbox and not committed yet."""
+        return len(self.outbox)
+
+    async def started(self, run_id: str, attempt: int, handle: RunHandle, done: trio.Event) -> None:
+        ctx = self._ctx
+        try:
+            cmd = RunStarted(
+                **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
+                run_id=run_id,
+                attempt=attempt,
+                host=ctx.host,
+                pid=handle.pid,
+                started_at=_ms(handle.started_at),
+            )
+            result = await ctx.propose(cmd, patience=30.0)
+            if isinstance(result, Rejected):
+                log.info(
+                    "run_started_refused run=%s attempt=%d: %s", run_id, attempt, result.message
+                )
+        finally:
+            done.set()
+
+    async def end(
+        self,
+        job: str,
+        result: RunResult,
+        started: trio.Event | None,
+        *,
+        began: bool = True,
+    ) -> None:
+        """Keep the report in the outbox, queue the log, then commit the report.
+
+        ``began`` False: the attempt's start time is unknown (or it never
+        started), so the report carries none.
+        """
+        spool = result.spool_path
+        has_log = _has_output(spool)  # an attempt that printed nothing stores no log
+        key = log_key(job, result.run_id, result.attempt) if has_log else None
+        record: dict[str, Any] = {
+            "run_id": result.run_id,
+            "attempt": result.attempt,
+            "state": str(result.state),
+            "exit_code": result.exit_code,
+            "signal": result.signal,
+            "started_at": _ms(result.started_at) if began else None,
+            "finished_at": max(_ms(result.finished_at), _ms(result.started_at)),
+            "log_path": key,
+            "truncated": result.truncated,
+            "spool": str(spool) if has_log else None,
+        }
+        seq = self.outbox.add(record)
+        if key is not None:
+            self._ctx.uploader.put(key, spool)
+        else:
+            _remove(spool)
+        if started is not None:
+            await started.wait()  # RunStarted goes first in the log
+        await self.send(seq, record)
+
+    async def send(self, seq: int, record: dict[str, Any]) -> None:
+        ctx = self._ctx
+        cmd = RunFinished(
+            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
+            run_id=record["run_id"],
+            attempt=record["attempt"],
+            state=record["state"],
+            exit_code=record["exit_code"],
+            signal=record["signal"],
+            started_at=record["started_at"],
+            finished_at=record["finished_at"],
+            log_path=record["log_path"],
+            truncated=record["truncated"],
+        )
+        result = await ctx.propose(cmd)
+        if isinstance(result, Applied):
+            ctx.counters.finished += 1
+            if record["state"] == "lost":
+                ctx.counters.lost += 1
+            log.info(
+                "run_finished run=%s attempt=%d state=%s exit=%s signal=%s",
+                record["run_id"],
+                record["attempt"],
+                record["state"],
+                record["exit_code"],
+                record["signal"],
+            )
+        elif isinstance(result, Rejected):
+            # already recorded (a report sent again after a restart), or the run moved on
+            log.info("run_finished_refused run=%s: %s", record["run_id"], result.message)
+        self.outbox.remove(seq)
+
+    async def fail_unstarted(self, claim: Claim, message: str) -> None:
+        """End an attempt that could not be started as failed, with the reason as its log."""
+        now = self._ctx.clock.now()
+        note = self._notes / f"{quote(claim.run_id, safe='@+-_.~')}.{claim.attempt}.log"
+        note.write_bytes(f"[dcrond: the attempt could not start: {message}]\n".encode())
+        log.warning("run_start_failed run=%s attempt=%d: %s", claim.run_id, claim.attempt, message)
+        await self.end(
+            claim.job,
+            RunResult(
+                run_id=claim.run_id,
+                attempt=claim.attempt,
+                state=Outcome.FAILED,
+                exit_code=None,
+                signal=None,
+                started_at=now,
+                finished_at=now,
+                output_bytes=0,
+                discarded_bytes=0,
+                truncated=False,
+                spool_path=note,
+            ),
+            None,
+            began=False,
+        )
+
+    async def skip(self, claim: Claim, reason: str) -> None:
+        ctx = self._ctx
+        cmd = RunSkipped(
+            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
+            run_id=claim.run_id,
+            reason=reason,
+        )
+        result = await ctx.propose(cmd, patience=30.0)
+        if isinstance(result, Applied):
+            ctx.counters.skipped += 1
+            log.info("run_skipped run=%s reason=%r", claim.run_id, reason)
+
+    async def lost(self, run_id: str, attempt: int) -> None:
+        """A run the table says runs here, that no process or report backs: lost."""
+        ctx = self._ctx
+        reason = "dcrond restarted and found no process or exit status for this attempt"
+        runner = ctx.runner
+        spool = (
+            runner.spool_path(run_id, attempt) if isinstance(runner, LocalProcessRunner) else None
+        )
+        if spool is not None and spool.exists():
+            now = ctx.clock.now()
+            with spool.open("ab") as f:
+                f.write(f"\n[dcrond: {reason}]\n".encode())
+            await self.end(
+                job_of(run_id),
+                RunResult(
+                    run_id=run_id,
+                    attempt=attempt,
+                    state=Outcome.LOST,
+                    exit_code=None,
+                    signal=None,
+                    started_at=now,
+                    finished_at=now,
+                    output_bytes=0,
+                    discarded_bytes=0,
+                    truncated=False,
+                    spool_path=spool,
+                ),
+                None,
+                began=False,
+            )
+            return
+        cmd = RunLost(
+            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
+            run_id=run_id,
+            attempt=attempt,
+            reason=reason,
+        )
+        result = await ctx.propose(cmd)
+        if isinstance(result, Applied):
+            ctx.counters.lost += 1
+            log.warning("run_lost run=%s attempt=%d", run_id, attempt)
+
+
+def _has_output(path: Path) -> bool:
+    """The spool exists and is not empty (a local stat)."""
+    try:
+        return os.stat(path).st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
