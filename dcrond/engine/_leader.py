@@ -356,8 +356,10 @@ class Leader:
                     self._wake = trio.Event()
                 continue
             assert deadline is not None
-            group = core.due(deadline)
-            for due in group:
+            # each run is claimed for the version its instant was computed from: a change
+            # in between makes the store refuse it, and _claim looks again
+            group = [(due, self._versions.get(due.job)) for due in core.due(deadline)]
+            for due, _version in group:
                 self._claimed[due.job] = max(due.instant, self._claimed.get(due.job, due.instant))
             # a few runs are claimed lead_time ahead; a crowd early enough for the log to
             # take every claim before the instant
@@ -365,17 +367,15 @@ class Leader:
             self._nursery.start_soon(self._claim_group, group, deadline - ahead)
             await trio.lowlevel.checkpoint()
 
-    async def _claim_group(self, group: list[Due], at: float) -> None:
+    async def _claim_group(self, group: list[tuple[Due, int | None]], at: float) -> None:
         await self._ctx.clock.sleep_until(at)
         assert self._nursery is not None
-        for due in group:
-            self._nursery.start_soon(self._claim, due)
+        for due, version in group:
+            if version is not None:
+                self._nursery.start_soon(self._claim, due, version)
 
-    async def _claim(self, due: Due, *, again: bool = False) -> None:
+    async def _claim(self, due: Due, version: int, *, again: bool = False) -> None:
         ctx = self._ctx
-        version = self._versions.get(due.job)
-        if version is None:
-            return
         cmd = RunScheduled(
             **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
             run_id=due.run_id,
@@ -404,8 +404,8 @@ class Leader:
                 except InvalidRequest:
                     return
                 if on_schedule == due.instant:
-                    self._versions[due.job] = row.version
-                    await self._claim(due, again=True)
+                    log.debug("run_claim_again run=%s version=%d", due.run_id, row.version)
+                    await self._claim(due, row.version, again=True)
             return
         log.info("run_claim_refused run=%s: %s", due.run_id, result.message)
 

@@ -79,3 +79,18 @@ async def test_after_a_snapshot_restore_the_engine_starts_over_without_skipping_
         assert len(instants) >= 4
         assert [b - a for a, b in itertools.pairwise(instants)] == [1000] * (len(instants) - 1)
         assert node.engine.statistics().leading
+
+
+async def test_edits_between_an_instant_leaving_the_heap_and_its_claim_skip_no_instant(
+    node_dir: Path, wall: Wall
+) -> None:
+    async with start_node(node_dir, wall) as node:
+        await node.create("edited")
+        await node.until(lambda: node.runs("edited"), timeout=5)
+        for i in range(10):  # a new version every 0.3 s, often between pop and claim
+            await node.update("edited", timeout=10 + i)
+            await trio.sleep(0.3)
+        runs = node.runs("edited")
+        instants = [iso_ms(r["scheduled_at"]) for r in runs]
+        assert [b - a for a, b in itertools.pairwise(instants)] == [1000] * (len(instants) - 1)
+        assert len({r["job_version"] for r in runs}) >= 3  # each claimed for a current version
