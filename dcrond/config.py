@@ -78,8 +78,10 @@ class RaftConfig:
     """[raft]: the consensus log's listener and timing."""
 
     listen: str = f"127.0.0.1:{DEFAULT_RAFT_PORT}"
-    tick_ms: int = 100
-    election_ticks: int = 10
+    #: 50 ms x 8: an election timeout of 400-800 ms, so a new leader takes writes
+    #: within a second of a kill -9 (docs/benchmarks.md, "Failover")
+    tick_ms: int = 50
+    election_ticks: int = 8
     snapshot_entries: int = 10_000
     fsync: bool = True
 
