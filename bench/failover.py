@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/failover.py [--kills 20] [--runs 1] [--skip-etcd]
                                        [--tick-ms MS] [--election-ticks N]
-    .venv/bin/python bench/failover.py --idle-minutes 10 [--tick-ms MS] [--election-ticks N]
+    .venv/bin/python bench/failover.py --idle-minutes 10 [--daemon]
+                                       [--tick-ms MS] [--election-ticks N]
 
 **Kills.** Three ``dcrond.testing._kvserver`` processes on 127.0.0.1 (our
 Raft with PreVote and CheckQuorum, fsync on) run with ``--tick-ms`` and
@@ -26,13 +27,19 @@ etcd's HTTP/JSON gateway (a follower forwards a put to its leader, so puts
 sent to a follower before it notices the death wait for the 2 s limit).
 
 p50 and p99 interpolate between samples (``statistics.quantiles``, inclusive:
-with 20 kills p99 lies between the two slowest); max is the slowest. With
-``--runs`` above 1 each figure is the median over runs.
+with 20 kills p99 lies between the two slowest); max is the slowest. Each
+run's figures are printed, then their median over ``--runs``, then all kills
+pooled -- with 20 kills a p99 is nearly the max, so one split vote or one
+stalled fsync decides it; the pooled figure, the count of failovers over
+1 s and of failovers that needed more than one election round say how
+often that happens.
 
 **Idle.** ``--idle-minutes N`` runs three of our processes with no client
 load for N minutes, polls every node's status once a second and counts
 elections (how far the term moved: 0 expected, since nothing failed) and
 leader changes, and reports each process's CPU use (the cost of heartbeats).
+With ``--daemon`` the three are real ``dcrond`` daemons (gossip, membership,
+engine and RPC on the same event loop as Raft) joined on 127.0.0.1.
 """
 
 from __future__ import annotations
