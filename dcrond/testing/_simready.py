@@ -12,6 +12,7 @@ This is a mixin of ``Simulation``, kept apart only to keep modules small.
 
 from __future__ import annotations
 
+import abc
 import heapq
 import random
 from operator import attrgetter
@@ -48,7 +49,7 @@ _LEADER = Role.LEADER
 _to = attrgetter("to")
 
 
-class ReadyDriver:
+class ReadyDriver(abc.ABC):
     """The Ready-handling half of ``Simulation`` (see the module docstring)."""
 
     # provided by Simulation
@@ -64,13 +65,13 @@ class ReadyDriver:
     _net_rng: random.Random
     _probe_done_at: int | None
 
+    @abc.abstractmethod
     def schedule(self, delay_us: int, kind: int, a: Any = None, b: Any = None) -> None:
-        """Queue an event ``delay_us`` from now."""
-        raise NotImplementedError
+        """Queue an event ``delay_us`` from now (the simulation's event queue)."""
 
+    @abc.abstractmethod
     def crash(self, node: SimNode, why: str, restart_us: int | None = None) -> None:
-        """Crash a node now."""
-        raise NotImplementedError
+        """Crash a node now (the simulation decides what a crash loses)."""
 
     def _send_all(self, msgs: tuple[Message, ...]) -> None:
         if len(msgs) > 1:
