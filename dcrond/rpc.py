@@ -394,7 +394,10 @@ class RpcClient:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._pending.pop(rid, None)
             raise errors.Unavailable(f"connection to dcrond lost: {exc!r}") from exc
-        await event.wait()
+        try:
+            await event.wait()
+        finally:
+            self._pending.pop(rid, None)  # answered, broken, or the caller gave up
         if not out:
             assert self._broken is not None
             raise self._broken
