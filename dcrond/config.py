@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, final
 
-from dcrond.errors import ConfigError
+from dcrond import __version__
+from dcrond.errors import ConfigError, InvalidRequest
 
 SYSTEM_CONFIG = Path("/etc/dcrond/dcrond.toml")
 DEFAULT_API_PORT = 7300
@@ -62,6 +63,13 @@ class NodeConfig:
 
     name: str = field(default_factory=socket.gethostname)
     data_dir: str = ""
+    #: placement labels, ``(key, value)`` pairs sorted by key (``[node] tags = { role = "db" }``
+    #: in the file); gossiped to every host, matched against each job's ``tags``
+    tags: tuple[tuple[str, str], ...] = field(default=(), metadata={"tags": True})
+
+    def tag_map(self) -> dict[str, str]:
+        """The tags as a dict."""
+        return dict(self.tags)
 
 
 @final
@@ -270,6 +278,9 @@ def _section(name: str, cls: type[Any], raw: object) -> Any:
         if key not in fields:
             raise ConfigError(f"{name}.{key}: unknown key")
         default = getattr(cls(), key)
+        if fields[key].metadata.get("tags"):
+            values[key] = _tags(f"{name}.{key}", value)
+            continue
         if type(default) is float and type(value) is int:
             value = float(value)  # TOML's 10 for a float key
         if type(default) is tuple:  # a list of strings (the only kind of list a key takes)
@@ -284,6 +295,61 @@ def _section(name: str, cls: type[Any], raw: object) -> Any:
             )
         values[key] = value
     return cls(**values)
+
+
+#: most tags a host carries (as many as a job may require, and gossip carries)
+MAX_HOST_TAGS = 64
+
+
+def _tags(key: str, raw: object) -> tuple[tuple[str, str], ...]:
+    """A TOML table of tags checked by the rules of job tags; ConfigError naming ``key``."""
+    # imported here, only when a file has tags: dcronctl imports this module too, and
+    # loading the store package (apsw) at the top would double its start-up time
+    from dcrond.store._validate import check_str, tag_key  # noqa: PLC0415
+
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f'{key}: expected a table of strings (tags = {{ role = "db" }}), '
+            f"got {type(raw).__name__}"
+        )
+    if len(raw) > MAX_HOST_TAGS:
+        raise ConfigError(f"{key}: {len(raw)} tags is too many; at most {MAX_HOST_TAGS}")
+    out: list[tuple[str, str]] = []
+    for k in sorted(raw):
+        try:
+            tag_key(f"{key} key", k)
+            out.append((k, check_str(f"{key}.{k}", raw[k], max_len=255)))
+        except InvalidRequest as exc:
+            raise ConfigError(str(exc)) from None
+    return tuple(out)
+
+
+def _check_tags_fit(config: Config) -> None:
+    """Refuse tags too large for gossip: a host record must fit one UDP packet."""
+    if not config.node.tags:
+        return
+    # imported here for the reason given in ``_tags``
+    from dcrond.gossip._codec import MAX_META_BYTES, check_identity, dumps  # noqa: PLC0415
+    from dcrond.gossip._types import NodeMeta  # noqa: PLC0415
+
+    largest = NodeMeta(  # the longest record this host will announce
+        api_port=65535,
+        raft_port=65535,
+        tags=config.node.tags,
+        free_slots=max(0, config.runner.slots),
+        version=__version__,
+        raft_role="learner",
+        cluster_id="0" * 32,
+    )
+    try:
+        check_identity("tags-check", ("127.0.0.1", 1), largest)
+    except InvalidRequest:
+        size = sum(len(dumps(k)) + len(dumps(v)) for k, v in config.node.tags)
+        raise ConfigError(
+            f"node.tags: the tags take {size} bytes in gossip, too many for one host's record"
+            f" ({MAX_META_BYTES} bytes with the ports, version and cluster id): use fewer or"
+            " shorter tags"
+        ) from None
 
 
 def load_config(
@@ -321,6 +387,7 @@ def load_config(
         raise ConfigError("raft.tick_ms must be > 0 and raft.election_ticks >= 2")
     _check_discovery(config.discovery)
     _check_tls(config)
+    _check_tags_fit(config)
     return config
 
 

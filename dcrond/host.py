@@ -118,6 +118,7 @@ class Host:
             meta = NodeMeta(
                 api_port=api_port,
                 raft_port=raft_listen[1],
+                tags=config.node.tags,  # every host sees them: placement matches jobs on them
                 version=__version__,
                 cluster_id=cluster_id,
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,58 @@ def test_bad_discovery_settings_are_refused_with_the_dotted_key(
 ) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_config(_write(tmp_path, text))
+
+
+def test_node_tags_are_read_from_an_inline_table_or_a_sub_table(tmp_path: Path) -> None:
+    inline = load_config(_write(tmp_path, '[node]\ntags = { zone = "eu", role = "db" }\n'))
+    assert inline.node.tags == (("role", "db"), ("zone", "eu"))  # sorted, as gossip keeps them
+    assert inline.node.tag_map() == {"role": "db", "zone": "eu"}
+    table = load_config(_write(tmp_path, '[node.tags]\nrole = "db"\n"k8s.io/arch" = ""\n'))
+    assert table.node.tags == (("k8s.io/arch", ""), ("role", "db"))
+    assert Config().node.tags == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[node]\ntags = "role=db"\n', "node.tags: expected a table of strings"),
+        ('[node]\ntags = ["role"]\n', "node.tags: expected a table of strings"),
+        ('[node]\ntags = { "bad key" = "x" }\n', "node.tags key: 'bad key' is not allowed"),
+        ('[node]\ntags = { "-x" = "x" }\n', "node.tags key: '-x' is not allowed"),
+        ("[node]\ntags = { role = 5 }\n", "node.tags.role: 5 is not allowed"),
+        ('[node]\ntags = { role = "a\\nb" }\n', "node.tags.role: 'a\\nb' is not allowed"),
+        ("[node]\ntags = { role = { x = 'y' } }\n", "node.tags.role: {'x': 'y'} is not allowed"),
+        (
+            "[node]\ntags = {" + ", ".join(f"t{i} = ''" for i in range(65)) + "}\n",
+            "node.tags: 65 tags is too many; at most 64",
+        ),
+        (
+            "[node]\ntags = {" + ", ".join(f"t{i} = '{'v' * 200}'" for i in range(3)) + "}\n",
+            "node.tags: the tags take 615 bytes in gossip",
+        ),
+    ],
+)
+def test_bad_node_tags_are_refused_with_the_dotted_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(_write(tmp_path, text))
+
+
+def test_tags_that_just_fit_one_gossip_record_are_accepted(tmp_path: Path) -> None:
+    # 64 short tags: the most a host may carry, and they still fit the 512-byte record
+    text = "[node]\ntags = {" + ", ".join(f"t{i:02} = 'v'" for i in range(64)) + "}\n"
+    assert len(load_config(_write(tmp_path, text)).node.tags) == 64
+
+
+def test_daemon_exits_78_on_a_bad_tag(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[node]\ntags = { role = 5 }\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dcrond", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 78
+    assert "node.tags.role: 5 is not allowed" in proc.stderr
