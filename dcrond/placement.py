@@ -167,7 +167,12 @@ def _mismatch(req: Requirements, host: HostView) -> list[str]:
 
 
 def _why_not(req: Requirements, host: HostView, exclude: Mapping[str, str]) -> str:
-    """Why ``host`` is not eligible ("" if it is): tags first, then state, log, exclusion."""
+    """Why ``host`` is not eligible ("" if it is): tags first, then state, log, exclusion.
+
+    A host gossip does not show has no known tags, so that is said instead.
+    """
+    if host.state == "unknown":
+        return "is not in gossip"
     missing = _mismatch(req, host)
     if missing:
         return "has " + " and ".join(missing)
@@ -176,7 +181,6 @@ def _why_not(req: Requirements, host: HostView, exclude: Mapping[str, str]) -> s
             "suspect": "is suspect",
             "dead": "is dead",
             "left": "has left",
-            "unknown": "is not in gossip",
         }[host.state]
     if not host.in_raft:
         return "is not in the Raft configuration yet"

@@ -82,3 +82,9 @@ def test_placement_imports_nothing_impure() -> None:
         "dcrond.gossip._types",
         "dcrond.gossip._types.Member",
     }
+
+
+def test_a_host_gossip_does_not_show_is_named_as_such_not_as_lacking_tags() -> None:
+    view = hosts_from_cluster([member("a", role="web")], cluster_id=CID, voters={"a", "b"})
+    p = place(Requirements({"role": "db"}), view)
+    assert p.reason == "no alive host carries role=db (a has role=web; b is not in gossip)"

@@ -88,7 +88,7 @@ def test_reason_lists_every_kind_of_unsuitable_host() -> None:
     p = place(Requirements({"role": "db", "zone": "eu"}), hosts, exclude={"e": "refused (full)"})
     assert p.reason == (
         "no alive host carries role=db, zone=eu (a has no role; b has zone=us; c is suspect;"
-        " d is not in the Raft configuration yet; e refused (full); f has no role and no zone;"
+        " d is not in the Raft configuration yet; e refused (full); f is not in gossip;"
         " g has left)"
     )
 

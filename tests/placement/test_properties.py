@@ -180,7 +180,9 @@ def test_reason_is_given_exactly_when_too_few_hosts_and_names_what_is_missing(
     by_name = {h.name: h for h in hosts}
     for name in others[:REASON_HOSTS]:
         lacking = [k for k, v in req.tags if by_name[name].tag_map().get(k) != v]
-        if lacking:  # the unmet constraint of this host is spelled out
+        if by_name[name].state == "unknown":  # no tags known: that is what is said
+            assert f"{name} is not in gossip" in p.reason
+        elif lacking:  # the unmet constraint of this host is spelled out
             k = lacking[0]
             have = by_name[name].tag_map().get(k)
             assert (f"{k}={have}" if have is not None else f"no {k}") in p.reason
