@@ -100,6 +100,7 @@ class Host:
         name = self.name
         store = JobStore.open(data / "jobs.db")
         storage = LogStorage.open(data / "raft.db", sync=config.raft.fsync)
+        runner: LocalProcessRunner | None = None
         try:
             api_host, api_port = parse_address(config.api.listen, "api.listen")
             raft_listen = parse_address(config.raft.listen, "raft.listen")
@@ -237,6 +238,8 @@ class Host:
                 )
                 task_status.started(bound)
         finally:
+            if runner is not None:
+                runner.close()  # its spawner exits once the jobs still running have ended
             storage.close()
             store.close()
 

@@ -1,4 +1,12 @@
-"""One live attempt: its book-keeping and how it is stopped.
+"""One live attempt: its book-keeping, how its end is learnt, and how it is stopped.
+
+An attempt started here learns its pid, and later its exit status, from the
+spawner's replies (``_client``): no process is watched and no task runs
+for it besides its own and its output pump. When the spawner is gone (or
+the attempt was re-adopted after a restart, so another spawner is its
+job's parent) the job is watched through a pidfd instead, and its status
+read from the state file — which the spawner writes before it reaps the
+job, so the watcher waits for the status or the reap, whichever is first.
 
 Stopping follows systemd's ``KillMode=control-group``: at the deadline or on
 ``kill`` the whole process group gets SIGTERM (and SIGCONT, for stopped
@@ -13,9 +21,8 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import final
 from urllib.parse import quote
 
@@ -32,6 +39,11 @@ GROUP_POLL = 0.02
 DRAIN_WAIT = 1.0
 #: how long SIGKILLed leftovers get to disappear before we stop looking
 KILL_WAIT = 2.0
+#: how long an exited job watched by pidfd may stay unreaped before its status
+#: is taken as unknown (its parent, a spawner, reaps it within milliseconds)
+REAP_WAIT = 2.0
+#: how often the state file is looked at meanwhile
+REAP_POLL = 0.005
 
 
 def key(run_id: str, attempt: int) -> str:
@@ -49,135 +61,186 @@ class Paths:
     script: str | None
 
 
-def decode(status: int | None) -> tuple[int | None, int | None]:
-    """A shell status (0-255, 128+N after signal N) as (exit code, signal)."""
-    if status is None:
-        return None, None
-    if 128 < status <= 128 + 64:
-        return None, status - 128
-    return status, None
+def recorded_status(path: str) -> _statefile.Status | None:
+    """The status in a state file, if one was written."""
+    try:
+        return _statefile.read(path).status
+    except (OSError, ValueError):
+        return None
+
+
+def _settled(pid: int, start_ticks: int) -> bool:
+    """The job's process is gone (reaped), or the pid names another process now."""
+    st = _procfs.read_stat(pid)
+    return st is None or st.start_ticks != start_ticks
 
 
 @final
 class Attempt:
-    """One live attempt: its process, its files, and the rules for stopping it."""
+    """One live attempt: its process, its files, and the rules for stopping it.
+
+    Created before its process exists (``pid`` is 0 until ``spawned``).
+    """
 
     def __init__(
         self,
         *,
         handle: RunHandle,
         paths: Paths,
-        pidfd: int,
-        popen: subprocess.Popen[bytes] | None,
         wall: Callable[[], float],
-        state_fd: int | None,
-        start_ticks: int | None,
         pump: OutputPump,
         deadline: float | None,
         kill_grace: float,
+        start_ticks: int | None = None,
         stop: Outcome | None = None,
         stop_at: float | None = None,
     ) -> None:
         self.handle = handle
         self.paths = paths
-        self.pidfd: int | None = pidfd
-        self.popen = popen
         self.wall = wall
-        self.state_fd = state_fd  #: open only until the record is written
-        self.start_ticks = start_ticks  #: None until the state record is written
         self.pump = pump
         self.deadline = deadline  #: wall clock
         self.kill_grace = kill_grace
+        self.start_ticks = start_ticks  #: known for adopted attempts
         self.stop = stop
         self.stop_at = stop_at  #: wall clock
-        self.stop_requested = trio.Event()
         self.kill_at: float | None = None  #: trio clock: when SIGKILL is due
         self.sigkilled = False  #: dcrond sent SIGKILL to the group
         self.supervised = False
+        self.release: Callable[[], None] | None = None  #: tells the spawner's client to forget it
+        self.started = trio.Event()  #: pid known, or the start failed
+        self.failure: str | None = None  #: why nothing was started
+        self.status: _statefile.Status | None = None  #: how the job ended, once known
+        self.ended = False  #: the job has ended (``status`` None: unknown)
+        self.by_pidfd = False  #: watched through a pidfd, not the spawner's replies
+        self._watching = False
+        self._wake = trio.Event()
 
     @property
     def pgid(self) -> int:
         """The process group (and session) of everything the attempt started."""
         return self.handle.pid
 
-    def close_fds(self) -> None:
-        """Close the pidfd and the state file (if still open)."""
-        if self.pidfd is not None:
-            trio.lowlevel.notify_closing(self.pidfd)
-            os.close(self.pidfd)
-            self.pidfd = None
-        if self.state_fd is not None:
-            os.close(self.state_fd)
-            self.state_fd = None
+    # --- the spawner's replies (``_client.Waiter``) -------------------------------------
 
-    def record(self) -> None:
-        """Write the state file's record, so a restart can find the attempt."""
-        stat = _procfs.read_stat(self.handle.pid)  # our unreaped child: it exists
-        assert stat is not None and self.state_fd is not None
-        self.start_ticks = stat.start_ticks
-        fd, self.state_fd = self.state_fd, None
+    def spawned(self, pid: int) -> None:
+        """The job runs as ``pid``."""
+        self.handle = replace(self.handle, pid=pid)
+        self.started.set()
+
+    def spawn_failed(self, text: str) -> None:
+        """The spawner could not start a process."""
+        self.failure = text
+        self.started.set()
+
+    def exited(self, code: int | None, sig: int | None) -> None:
+        """The job ended; the spawner recorded how and reaped it."""
+        if not self.ended:
+            self.status = (code, sig)
+            self.ended = True
+            self._wake.set()
+
+    def spawner_lost(self) -> None:
+        """The spawner is gone: watch the job by pidfd (or learn that it never started)."""
         try:
-            _statefile.write_record(
-                fd,
-                _statefile.AttemptState(
-                    run_id=self.handle.run_id,
-                    attempt=self.handle.attempt,
-                    pid=self.handle.pid,
-                    start_ticks=stat.start_ticks,
-                    started_at=self.handle.started_at,
-                    deadline=self.deadline,
-                    kill_grace=self.kill_grace,
-                    output_cap=self.pump.cap,
-                    spool=self.paths.spool,
-                    script=self.paths.script,
-                ),
-            )
-        finally:
-            os.close(fd)
+            st: _statefile.AttemptState | None = _statefile.read(self.paths.state)
+        except (OSError, ValueError):
+            st = None
+        if not self.started.is_set():
+            if st is None:
+                self.spawn_failed("the spawner exited before it started the job")
+                return
+            self.spawned(st.pid)
+        if st is not None and st.pid == self.pgid:
+            self.start_ticks = st.start_ticks
+        self.by_pidfd = True
+        self._wake.set()
+
+    def request_stop(self, outcome: Outcome) -> None:
+        """Stop the attempt (the first reason given wins)."""
+        if self.stop is None:
+            self.stop = outcome
+        self._wake.set()
+
+    # --- waiting for the end ---------------------------------------------------------------
 
     def trio_time(self, instant: float) -> float:
         """A wall-clock instant on trio's clock."""
         return trio.current_time() + (instant - self.wall())
 
-    async def enforce(self) -> None:
-        """Wait for the deadline or a kill request, then stop the whole group."""
-        if self.stop is None:
-            deadline = math.inf if self.deadline is None else self.trio_time(self.deadline)
-            with trio.move_on_at(deadline):
-                await self.stop_requested.wait()
-            if self.stop is None:
+    async def wait_end(self, nursery: trio.Nursery) -> None:
+        """Return once the job has ended, enforcing the deadline and stop requests meanwhile."""
+        while not self.ended:
+            if self.by_pidfd and not self._watching:
+                self._watching = True
+                nursery.start_soon(self._watch_pidfd)
+            if self.stop is None and self.deadline is not None and self.wall() >= self.deadline:
                 self.stop = Outcome.TIMED_OUT
+            if self.stop is not None and self.kill_at is None:
+                self._begin_stop()
+            due = self.kill_at is not None and trio.current_time() >= self.kill_at
+            if due and not self.sigkilled:
+                self.sigkilled = True
+                _procfs.signal_group(self.pgid, signal.SIGKILL)
+            timer = math.inf
+            if self.kill_at is not None and not self.sigkilled:
+                timer = self.kill_at
+            elif self.stop is None and self.deadline is not None:
+                timer = self.trio_time(self.deadline)
+            with trio.move_on_at(timer):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    def _begin_stop(self) -> None:
+        assert self.stop is not None
         if self.stop_at is None:
             self.stop_at = self.wall()
             _statefile.append_stop(self.paths.state, self.stop.value, self.stop_at)
         _procfs.terminate_group(self.pgid)
         self.kill_at = self.trio_time(self.stop_at + self.kill_grace)
-        await self._term_late_start(self.kill_at)
-        await trio.sleep_until(self.kill_at)
-        self.sigkilled = True
-        _procfs.signal_group(self.pgid, signal.SIGKILL)
 
-    async def _term_late_start(self, until: float) -> None:
-        """SIGTERM again if the job was started just after the first one (see ``_spawn``)."""
-        while True:
-            order = _statefile.started_after_stop(self.paths.state)
-            if order is not None:
-                if order:
-                    _procfs.terminate_group(self.pgid)
-                return
-            if trio.current_time() >= until:
-                return
-            await trio.sleep(GROUP_POLL)
+    async def _watch_pidfd(self) -> None:
+        """Wait for the job to exit, then for its status (or its reap) — no spawner tells us."""
+        pid = self.pgid
+        ticks = self.start_ticks
+        if ticks is None:  # (no record was read): a live job leads its own session
+            st = _procfs.read_stat(pid)
+            ticks = st.start_ticks if st is not None and st.session == pid else -1
+        try:
+            pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pidfd = None
+        if pidfd is not None and _settled(pid, ticks):
+            os.close(pidfd)  # the number names another process now: ours is gone
+            pidfd = None
+        if pidfd is not None:
+            try:
+                await trio.lowlevel.wait_readable(pidfd)
+            finally:
+                trio.lowlevel.notify_closing(pidfd)
+                os.close(pidfd)
+        give_up = trio.current_time() + REAP_WAIT
+        status = recorded_status(self.paths.state)
+        while status is None and trio.current_time() < give_up:
+            if _settled(pid, ticks):
+                status = recorded_status(self.paths.state)
+                break
+            await trio.sleep(REAP_POLL)
+            status = recorded_status(self.paths.state)
+        if not self.ended:
+            self.status = status
+            self.ended = True
+            self._wake.set()
+
+    # --- what the job left behind ---------------------------------------------------------
 
     def leftovers(self) -> bool:
         """Processes of the attempt's group are still running."""
         if not _procfs.signal_group(self.pgid, 0):
             return False
+        # the job is not our child: trust only members of its session
         members = _procfs.live_members(self.pgid)
-        if self.popen is None:
-            # not our child: its pid number may be free again; trust only our session
-            members = [p for p in members if (s := _procfs.read_stat(p)) and s.session == self.pgid]
-        return bool(members)
+        return any((s := _procfs.read_stat(p)) and s.session == self.pgid for p in members)
 
     async def wait_gone(self, until: float) -> bool:
         """Poll until nothing of the group runs (True) or ``until`` passes (False)."""

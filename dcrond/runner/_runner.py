@@ -3,43 +3,50 @@
 Theory of operation
 -------------------
 
-``run(spec)`` does everything up to the exec synchronously, on the calling
-task, with no checkpoint and no thread hop: it builds the environment, makes
-a pipe for the output, opens the attempt's state file (``_statefile``,
-which the supervisor inherits to write the exit status into; made empty
-ahead of time and renamed after the start, since creating a file costs a
-tenth of a millisecond) and starts the supervisor shell (see ``_spawn``) in
-a new session. Only then does it open the spool and report a ``RunHandle``
-through ``task_status.started``; the state file's record (which needs the
-supervisor's start time from /proc, a read that stalls while the child is
-still in ``execve`` and slows it) is written 10 ms later. Then it supervises:
+Each runner starts one long-lived **spawner** process (``_spawner``, a
+small standalone program) and asks it to start every job (``_client``).
+``run(spec)`` does its part synchronously, on the calling task, with no
+checkpoint: it builds the environment, makes a pipe for the output and
+sends the spawner a request carrying the pipe's ends (``SCM_RIGHTS``) and
+the attempt's record for its state file (``_statefile``). The spawner forks
+and execs the job (vfork: the cheapest start Python has), writes the record
+and replies with the pid; only then does ``run`` report a ``RunHandle``
+through ``task_status.started``. The daemon never forks a job, so a daemon
+holding a large job table pays nothing for the job's size, and the job's
+start does not wait for the daemon's loop. Then it supervises:
 
 1. the output pump copies the pipe into the capped spool (``_output``);
-2. the attempt waits for its supervisor to exit (a pidfd becoming readable),
-   while an enforcer waits for the deadline or a ``kill()``: either one
-   records the stop in the state file, sends SIGTERM (and SIGCONT) to the
-   whole group, and SIGKILL after the grace;
-3. when the supervisor has exited, whatever is left in the group (jobs'
+2. the attempt waits for the spawner's "exited" reply (which comes after
+   the exact exit code or signal is in the state file), enforcing the
+   deadline and ``kill()`` meanwhile: either one records the stop in the
+   state file, sends SIGTERM (and SIGCONT) to the whole group, and SIGKILL
+   after the grace (``_attempt``);
+3. once the job has exited, whatever is left in the group (jobs'
    background children) gets SIGTERM, then SIGKILL after the grace — the
    systemd ``KillMode=control-group`` rule: nothing an attempt started
    outlives it, unless it left the session with ``setsid``;
 4. the pump drains the pipe, the spool gets its trailer, the files of the
    attempt are removed (the spool stays) and a ``RunResult`` is returned.
 
-The job's status is what the supervisor exits with and also writes to the
-state file, so an attempt re-adopted after a restart (``recover`` +
-``supervise``, watched through a pidfd since it is no longer our child)
-still ends with its real exit code. Cancelling ``run`` or ``supervise``
-*detaches*: the process keeps running and its state file stays, for the
-next daemon to recover; stopping a run is ``kill``'s job.
+A daemon that restarts while the job runs finds its state file
+(``recover``): the job's pid and start time name it, the spawner (which
+outlives the daemon until its last job ends) holds the pipe's read end, so
+the new daemon reopens the pipe through ``/proc/<spawner>/fd/<n>``, watches
+the job through a pidfd, and reads its real status from the state file.
+If the spawner itself dies, its jobs are watched the same way; they end
+``lost`` unless a status was recorded first, and the next ``run`` starts a
+new spawner. Cancelling ``run`` or ``supervise`` *detaches*: the process
+keeps running and its state file stays, for the next daemon to recover;
+stopping a run is ``kill``'s job. ``close()`` lets the spawner go (it exits
+when its last job has ended).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -49,8 +56,9 @@ import trio
 
 from dcrond.errors import InvalidRequest, NotFound
 from dcrond.runner import _procfs, _statefile
-from dcrond.runner._attempt import DRAIN_WAIT, Attempt, Paths, decode
+from dcrond.runner._attempt import DRAIN_WAIT, REAP_POLL, REAP_WAIT, Attempt, Paths
 from dcrond.runner._attempt import key as attempt_key
+from dcrond.runner._client import SpawnerClient
 from dcrond.runner._output import Follower, OutputPump
 from dcrond.runner._spawn import (
     build_env,
@@ -59,7 +67,7 @@ from dcrond.runner._spawn import (
     remove_quietly,
     remove_script,
     resolve_identity,
-    spawn,
+    spawn_request,
     working_dir,
     write_script,
 )
@@ -72,13 +80,6 @@ from dcrond.runner._spec import (
     RunSpec,
 )
 
-#: how long after the start the state file's record is written
-_RECORD_DELAY = 0.01
-
-#: supervisors we stopped watching while they still ran (``run`` was
-#: cancelled); kept so that ``Popen`` never warns about them
-_detached: list[subprocess.Popen[bytes]] = []
-
 
 @final
 class LocalProcessRunner:
@@ -89,7 +90,8 @@ class LocalProcessRunner:
     removes it) and ``scripts/``. ``wall_clock`` stamps results;
     ``daemon_env`` is the environment the few passed-through variables
     (``PATH``, ``LANG``) come from. Creating one raises the process's soft
-    open-files limit to the hard limit (jobs get the original back).
+    open-files limit to the hard limit (jobs get the original back) and
+    starts its spawner; ``close()`` it when done.
     """
 
     def __init__(
@@ -116,16 +118,30 @@ class LocalProcessRunner:
         self._own = own_identity()
         self._nofile = raise_fd_limit()
         for name in os.listdir(self._live_dir):
-            if name.startswith("spare."):  # left by an earlier daemon: never used
+            if name.startswith("spare."):  # left by an older dcrond: never used
                 remove_quietly(str(self._live_dir / name))
-        self._spares = 0
-        self._spare: str | None = None
+        self._client: SpawnerClient | None = SpawnerClient()
         self._live: dict[str, Attempt] = {}
         self._started = 0
         self._adopted = 0
         self._finished: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
 
     # --- public API ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Let the spawner go: it takes no more jobs and exits once its last one has ended.
+
+        Running jobs keep running (a later runner re-adopts them through
+        ``recover``); ``run`` after ``close`` starts a new spawner.
+        """
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    @property
+    def spawner_pid(self) -> int | None:
+        """The pid of the current spawner (None when there is none)."""
+        return None if self._client is None else self._client.pid
 
     def spool_path(self, run_id: str, attempt: int) -> Path:
         """Where the output of an attempt is (or was) spooled."""
@@ -145,6 +161,16 @@ class LocalProcessRunner:
         to, or when this attempt is already running.
         """
         att = self._start(spec)
+        try:
+            await att.started.wait()
+        except BaseException:
+            if att.failure is None:
+                self._detach(att)
+            raise
+        if att.failure is not None:
+            self._unstarted(att)
+            raise OSError(f"could not start attempt {spec.attempt} of {spec.run_id}: {att.failure}")
+        self._started += 1
         task_status.started(att.handle)
         return await self._supervise(att)
 
@@ -166,9 +192,7 @@ class LocalProcessRunner:
         for att in self._live.values():
             if att.handle.run_id == run_id:
                 found = True
-                if att.stop is None:
-                    att.stop = Outcome.KILLED
-                att.stop_requested.set()
+                att.request_stop(Outcome.KILLED)
         return found
 
     def follow(self, run_id: str, attempt: int, offset: int = 0) -> Follower:
@@ -183,8 +207,8 @@ class LocalProcessRunner:
         return Follower(path, offset, None if att is None else att.pump)
 
     def running(self) -> list[RunHandle]:
-        """Handles of the attempts running now."""
-        return [a.handle for a in self._live.values()]
+        """Handles of the attempts running now (those whose process exists)."""
+        return [a.handle for a in self._live.values() if a.handle.pid]
 
     def statistics(self) -> RunnerStatistics:
         """Counters since this runner was created."""
@@ -219,6 +243,8 @@ class LocalProcessRunner:
             path = str(self._live_dir / name)
             try:
                 st = _statefile.read(path)
+                if st.status is None:  # a job that just exited: wait for its status
+                    st = _wait_reaped(path, st)
             except (OSError, ValueError):
                 # not ours to interpret: nothing can be said about it
                 remove_quietly(path)
@@ -242,17 +268,14 @@ class LocalProcessRunner:
             script=None,
         )
 
-    def _new_spare(self) -> str:
-        self._spares += 1
-        path = str(self._live_dir / f"spare.{self._spares}")
-        os.close(_statefile.create(path))
-        return path
-
-    def _take_spare(self) -> tuple[str, int]:
-        """A state file made ahead of time (creating one costs ~0.1 ms), renamed once used."""
-        path = self._spare if self._spare is not None else self._new_spare()
-        self._spare = None
-        return path, _statefile.open_append(path)
+    def _spawner(self) -> SpawnerClient:
+        """The spawner, started anew if there is none (closed, or it died)."""
+        client = self._client
+        if client is None or not client.alive:
+            if client is not None:
+                client.close()
+            client = self._client = SpawnerClient()
+        return client
 
     def _start(self, spec: RunSpec) -> Attempt:
         key = attempt_key(spec.run_id, spec.attempt)
@@ -268,97 +291,79 @@ class LocalProcessRunner:
         elif spec.script is not None:
             script = str(spec.script)
         argv = spec.argv(script)
-        read_fd, write_fd = os.pipe()
-        spare, state_fd = self._take_spare()
-        try:
-            popen = spawn(
-                spec,
-                argv=argv,
-                env=env,
-                cwd=cwd,
-                who=who,
-                out_fd=write_fd,
-                exit_fd=state_fd,
-                keep_fd=read_fd,
-                nofile=self._nofile,
-            )
-        except BaseException:
-            for fd in (read_fd, write_fd, state_fd):
-                os.close(fd)
-            remove_quietly(spare)
-            if paths.script is not None:
-                remove_script(paths.script)
-            raise
-        # the job is on its way; what follows is off its critical path
+        client = self._spawner()
         started_at = self._wall()
-        os.rename(spare, paths.state)
-        os.close(write_fd)
-        os.set_blocking(read_fd, False)
+        deadline = None if spec.timeout is None else started_at + spec.timeout
+        read_fd, write_fd = os.pipe()
+        record = _statefile.record_prefix(
+            run_id=spec.run_id,
+            attempt=spec.attempt,
+            started_at=started_at,
+            deadline=deadline,
+            kill_grace=spec.kill_grace,
+            output_cap=spec.output_cap,
+            spool=paths.spool,
+            script=paths.script,
+            pipe_ino=os.fstat(read_fd).st_ino,
+        )
+        request = spawn_request(
+            argv=argv,
+            env=env,
+            cwd=cwd,
+            who=who,
+            nofile=self._nofile,
+            state_path=paths.state,
+            record=record,
+        )
         spool_fd = os.open(paths.spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-        handle = RunHandle(spec.run_id, spec.attempt, popen.pid, started_at, Path(paths.spool))
+        handle = RunHandle(spec.run_id, spec.attempt, 0, started_at, Path(paths.spool))
         att = Attempt(
             handle=handle,
             paths=paths,
-            pidfd=os.pidfd_open(popen.pid),
-            popen=popen,
             wall=self._wall,
-            state_fd=state_fd,
-            start_ticks=None,
             pump=OutputPump(read_fd, spool_fd, spec.output_cap),
-            deadline=None if spec.timeout is None else started_at + spec.timeout,
+            deadline=deadline,
             kill_grace=spec.kill_grace,
         )
+        # the spawner gets both ends (it holds the read end while the job runs)
+        rid = client.spawn(att, request, [write_fd, os.dup(read_fd)])
+        att.release = functools.partial(client.forget, rid)
+        os.set_blocking(read_fd, False)
         self._live[key] = att
-        self._started += 1
         return att
+
+    def _unstarted(self, att: Attempt) -> None:
+        """Undo the start of an attempt whose process could not be created."""
+        att.pump.detach()
+        remove_quietly(att.paths.state, att.paths.spool)
+        if att.paths.script is not None:
+            remove_script(att.paths.script)
+        self._live.pop(attempt_key(att.handle.run_id, att.handle.attempt), None)
 
     # --- supervising -------------------------------------------------------------
 
     async def _supervise(self, att: Attempt) -> RunResult:
         att.supervised = True
         key = attempt_key(att.handle.run_id, att.handle.attempt)
-        status: int | None = None
-        leader_signal: int | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(att.pump.run)
-                async with trio.open_nursery() as watch:
-                    watch.start_soon(att.enforce)
-                    if att.start_ticks is None:
-                        watch.start_soon(self._record_soon, att)
-                    assert att.pidfd is not None
-                    await trio.lowlevel.wait_readable(att.pidfd)
-                    watch.cancel_scope.cancel()
+                await att.wait_end(nursery)
                 finished_at = self._wall()
-                self._record_now(att)  # (if not yet) while the supervisor is unreaped
-                if att.popen is not None:
-                    # the supervisor exits with the job's status
-                    rc = att.popen.poll()
-                    assert rc is not None
-                    if rc < 0:
-                        leader_signal = -rc
-                    else:
-                        status = rc
-                else:
-                    status = self._recorded_status(att)
                 await att.clean_group()
                 with trio.move_on_after(DRAIN_WAIT):
                     await att.pump.eof.wait()
                 att.pump.drain_nowait()
                 nursery.cancel_scope.cancel()
         except BaseException:
-            self._record_now(att)
-            self._detach(key, att)
+            self._detach(att)
             raise
-        att.close_fds()
-        exit_code, sig = decode(status)
-        if status is None:
-            # the supervisor itself was killed, so the job's status is unknown; for an
-            # adopted one (not our child) we only know the SIGKILL if we sent it
-            sig = leader_signal or (signal.SIGKILL if att.sigkilled else None)
+        exit_code, sig = att.status if att.status is not None else (None, None)
+        if att.status is None and att.sigkilled:
+            sig = signal.SIGKILL  # the status is unknown, but we know what we sent
         if att.stop is not None:
             state = att.stop
-        elif status is None and sig is None:
+        elif att.status is None:
             state = Outcome.LOST
         elif exit_code == 0:
             state = Outcome.SUCCEEDED
@@ -379,35 +384,12 @@ class LocalProcessRunner:
             note=note,
         )
 
-    async def _record_soon(self, att: Attempt) -> None:
-        # reading /proc/<pid>/stat stalls while the child is in execve, and slows
-        # it: wait until the job has surely started (a crash before this leaves a
-        # state file without a record, and the run is then lost)
-        await trio.sleep(_RECORD_DELAY)
-        self._record_now(att)
-
-    def _record_now(self, att: Attempt) -> None:
-        if att.start_ticks is not None or att.state_fd is None:
-            return
-        with contextlib.suppress(OSError):  # a full disk: supervise on, unrecorded
-            att.record()
-            if self._spare is None:
-                self._spare = self._new_spare()
-
-    @staticmethod
-    def _recorded_status(att: Attempt) -> int | None:
-        try:
-            return _statefile.read(att.paths.state).status
-        except (OSError, ValueError):
-            return None
-
-    def _detach(self, key: str, att: Attempt) -> None:
+    def _detach(self, att: Attempt) -> None:
         """Stop watching an attempt that keeps running (its state file stays)."""
-        att.close_fds()
         att.pump.detach()
-        if att.popen is not None and att.popen.returncode is None:
-            _detached.append(att.popen)
-        self._live.pop(key, None)
+        if att.release is not None:
+            att.release()
+        self._live.pop(attempt_key(att.handle.run_id, att.handle.attempt), None)
 
     def _finish(
         self,
@@ -449,42 +431,25 @@ class LocalProcessRunner:
         state = str(self._live_dir / f"{attempt_key(st.run_id, st.attempt)}.state")
         return Paths(state, st.spool, st.script)
 
-    def _adopt(self, st: _statefile.AttemptState) -> RunHandle | None:
-        """Take over a still-running attempt; None if it ended meanwhile."""
-        try:
-            pidfd = os.pidfd_open(st.pid)
-        except ProcessLookupError:
-            return None
-        if not _procfs.is_running(st.pid, st.start_ticks):  # the pid was reused after all
-            os.close(pidfd)
-            return None
+    def _adopt(self, st: _statefile.AttemptState) -> RunHandle:
+        """Take over a still-running attempt (watched by pidfd: it is not our spawner's child)."""
         paths = self._paths_of(st)
-        # the supervisor holds the pipe's read end as its fd 4: open the same pipe through it
-        read_fd: int | None
-        try:
-            read_fd = os.open(f"/proc/{st.pid}/fd/4", os.O_RDONLY | os.O_NONBLOCK)
-        except OSError:
-            read_fd = None  # watched without its output (which then waits in the pipe)
         spool_fd = os.open(st.spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         kept = os.fstat(spool_fd).st_size
         handle = RunHandle(st.run_id, st.attempt, st.pid, st.started_at, Path(st.spool), True)
-        stop = None if st.stop is None else Outcome(st.stop)
         att = Attempt(
             handle=handle,
             paths=paths,
-            pidfd=pidfd,
-            popen=None,
             wall=self._wall,
-            state_fd=None,
-            start_ticks=st.start_ticks,
-            pump=OutputPump(read_fd, spool_fd, st.output_cap, kept=kept),
+            pump=OutputPump(_reopen_pipe(st), spool_fd, st.output_cap, kept=kept),
             deadline=st.deadline,
             kill_grace=st.kill_grace,
-            stop=stop,
+            start_ticks=st.start_ticks,
+            stop=None if st.stop is None else Outcome(st.stop),
             stop_at=st.stop_at,
         )
-        if stop is not None:
-            att.stop_requested.set()
+        att.started.set()
+        att.by_pidfd = True
         self._live[attempt_key(st.run_id, st.attempt)] = att
         self._adopted += 1
         return handle
@@ -497,12 +462,12 @@ class LocalProcessRunner:
         paths = self._paths_of(st)
         finished_at = self._wall()
         if status is not None:
-            # the supervisor's status line was the last write to the state file: it
+            # the status line was the last write to the state file: the job
             # ended that long ago (measured on the system clock, applied to ours)
             with contextlib.suppress(OSError):
                 ago = max(0.0, time.time() - os.stat(paths.state).st_mtime)
                 finished_at = max(st.started_at, finished_at - ago)
-        exit_code, sig = decode(status)
+        exit_code, sig = status if status is not None else (None, None)
         if st.stop is not None:
             state = Outcome(st.stop)
         elif status is None:
@@ -529,3 +494,31 @@ class LocalProcessRunner:
             finished_at=finished_at,
             note=note,
         )
+
+
+def _reopen_pipe(st: _statefile.AttemptState) -> int | None:
+    """Open an adopted attempt's output pipe again, through the process holding its read end."""
+    holder = st.pid if st.holder is None else st.holder
+    try:
+        fd = os.open(f"/proc/{holder}/fd/{st.holder_fd}", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None  # watched without its output (the holder, a spawner, is gone)
+    if st.pipe_ino is not None and os.fstat(fd).st_ino != st.pipe_ino:
+        os.close(fd)  # the holder's pid names another process now
+        return None
+    return fd
+
+
+def _wait_reaped(path: str, st: _statefile.AttemptState) -> _statefile.AttemptState:
+    """Re-read a state file once its exited job is reaped (its spawner writes the status first).
+
+    Only a job that has exited but is not reaped yet (a zombie) is waited
+    for, at most ``REAP_WAIT`` seconds; this runs once, at start-up.
+    """
+    give_up = time.monotonic() + REAP_WAIT
+    while time.monotonic() < give_up:
+        proc = _procfs.read_stat(st.pid)
+        if proc is None or proc.start_ticks != st.start_ticks or not proc.exited:
+            break
+        time.sleep(REAP_POLL)
+    return _statefile.read(path)

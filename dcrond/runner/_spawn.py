@@ -1,43 +1,15 @@
-"""Starting one attempt: who it runs as, its environment, and the supervisor shell.
+"""Starting one attempt: who it runs as, its environment, and what the spawner is sent.
 
-Theory of operation
--------------------
-
-Every attempt runs under a tiny supervisor: ``/bin/sh`` (dash on Debian)
-with the fixed script :func:`supervisor_script`. It is started in a new
-session (so its pid is also the process group id of everything the job
-starts), changes to the working dir, runs the job's argv as its only child,
-and writes the job's exit status (``$?``: 0-255, 128+N after signal N) to an
-*exit file* through an inherited descriptor. A daemon that restarts while the
-job runs thus still learns the real status later. A POSIX shell is the
-cheapest process that can wait for a child and record its status: it adds
-about half a millisecond to a start, where a Python supervisor would add
-20 ms of CPU per attempt.
-
-The supervisor traps SIGTERM, SIGINT and SIGHUP (the traps are reset to the
-default in the job), so a SIGTERM to the whole group stops the job but leaves
-the supervisor to record its status. A SIGTERM that arrives before the job
-is started (a kill right after the start) sets a flag and the job is not
-started at all. The shell only runs a trap's action between commands, so a
-SIGTERM that lands just before the fork is seen too late; to close that
-window the child writes ``started`` to the state file before it execs, and
-a daemon that finds that line *after* its own stop record knows the job
-missed the signal and sends SIGTERM once more. Its own
-stderr is closed once the job is started, and the job is started as
-``(exec "$@" 2>&9)`` so the redirection lives only in the child: the shell's
-"Killed" and "Segmentation fault" notices never land in the job's output.
-
-Output goes through a named pipe (FIFO) that the daemon reads; the
-supervisor also holds the FIFO's read end (never reading it), so if the
-daemon dies the job does not get SIGPIPE: it keeps running and, once the
-pipe's 64 KiB buffer is full, waits in ``write`` until a new daemon opens the
-FIFO again.
-
-Processes are created with ``subprocess.Popen`` called directly on the trio
-thread: trio's ``open_process`` would hop to a worker thread first, and the
-benchmark cares about the time from the fire instant to the job's first
-instruction. ``user=``/``group=``/``extra_groups=`` drop privileges in the
-child (setgroups, setgid, setuid, in that order) when the daemon is root.
+The daemon never forks a job itself: it sends ``spawn_request`` to its
+spawner (``_spawner``), a small separate process that forks and execs the
+job in a new session (so the job's pid is also the process group id of
+everything it starts), with stdin on /dev/null and stdout and stderr on the
+attempt's output pipe. This module decides what goes into the request: the
+user (``resolve_identity``; privileges are dropped in the child —
+``setgroups``, ``setgid``, ``setuid``, in that order — when the daemon is
+root), the environment (``build_env``), the working dir, a script given as
+bytes (``write_script``), and the soft open-files limit the job gets back
+(``raise_fd_limit``).
 """
 
 from __future__ import annotations
@@ -46,11 +18,10 @@ import contextlib
 import os
 import pwd
 import resource
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, final
+from typing import final
 
 from dcrond.errors import InvalidRequest
 from dcrond.runner._spec import SHELL, RunSpec
@@ -144,69 +115,28 @@ def working_dir(spec: RunSpec, who: Identity) -> str:
     return who.home if os.path.isdir(who.home) else "/"
 
 
-#: The supervisor's ``sh -c`` text. On entry fd 0 is the exit file, fd 1 the
-#: FIFO's write end and fd 2 its read end (dash only knows one-digit
-#: descriptors, so everything arrives in the three standard slots and is moved
-#: to 3 and 4 first); ``$1`` is the working dir, ``$2`` the soft limit of open
-#: files to give back to the job (empty: leave it), the rest the job's argv.
-#: A failing ``cd`` prints the shell's own message into the output and
-#: records status 2. Neither the exit file nor the read end reaches the job.
-SUPERVISOR_SCRIPT = """\
-exec 3>&0 4<&2 2>&1 0</dev/null
-trap stopping=1 TERM INT HUP
-[ -z "$2" ] || ulimit -Sn "$2"
-cd -- "$1" && {
-  unset OLDPWD
-  shift 2
-  exec 9>&2 2>&-
-  if [ -z "$stopping" ]; then (echo started >&3; exec "$@" 2>&9 9>&- 3>&- 4<&-); else (exit 143); fi
-}
-s=$?
-echo $s >&3
-exit $s
-"""
-
-
-def spawn(
-    spec: RunSpec,
+def spawn_request(
     *,
     argv: list[str],
     env: dict[str, str],
     cwd: str,
     who: Identity,
-    out_fd: int,
-    exit_fd: int,
-    keep_fd: int,
-    nofile: int | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start the supervisor (and through it the job) in a new session.
-
-    ``out_fd`` (the FIFO's write end) becomes the job's stdout and stderr: one
-    pipe keeps output in arrival order. The job's stdin is /dev/null.
-    ``nofile`` is the soft open-files limit the job gets back (see
-    ``raise_fd_limit``).
-    Returns once the supervisor has been exec'd.
-    """
-    kw: dict[str, Any] = {}
-    if who.switch:
-        kw = {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups)}
-    return subprocess.Popen(
-        [
-            SHELL,
-            "-c",
-            SUPERVISOR_SCRIPT,
-            spec.job,
-            cwd,
-            "" if nofile is None else str(nofile),
-            *argv,
-        ],
-        executable=SHELL,
-        stdin=exit_fd,
-        stdout=out_fd,
-        stderr=keep_fd,
-        env=env,
-        start_new_session=True,
-        **kw,
+    nofile: int | None,
+    state_path: str,
+    record: bytes,
+) -> tuple[object, ...]:
+    """The spawner's ``spawn`` request (without op and id): see ``_spawner``."""
+    creds = (who.uid, who.gid, list(who.groups)) if who.switch else None
+    env_list = [f"{k}={v}".encode(errors="surrogateescape") for k, v in env.items()]
+    return (
+        argv,
+        env_list,
+        env.get("PATH"),
+        cwd,
+        creds,
+        -1 if nofile is None else nofile,
+        state_path,
+        record,
     )
 
 
@@ -254,10 +184,11 @@ _original_nofile: list[int | None] = []
 def raise_fd_limit() -> int | None:
     """Raise this process's soft open-files limit to its hard limit, once.
 
-    A running attempt holds three descriptors in the daemon (pidfd, pipe,
-    spool), so a thousand at once need more than the usual soft limit of
-    1024. Returns the original soft limit when it was raised (jobs get that
-    one back: some programs loop over every possible descriptor), else None.
+    A running attempt holds two descriptors in the daemon (pipe, spool)
+    and one in the spawner (which inherits the raised limit), so a thousand
+    at once need more than the usual soft limit of 1024. Returns the
+    original soft limit when it was raised (jobs get that one back: some
+    programs loop over every possible descriptor), else None.
     """
     if not _original_nofile:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -1,17 +1,19 @@
 """The one small file each live attempt keeps in the work dir, so a restart can find it.
 
-The daemon creates it (``O_APPEND``) just before starting the supervisor,
-which inherits it as the descriptor it writes the job's exit status to. So
-the file holds, in whatever order they happened:
+It is append-only and holds, in whatever order they happened:
 
-- one JSON record written right after the start: the supervisor's pid and
-  start time (which together defeat pid reuse), the spool, and the deadline
-  as a wall-clock instant;
+- one JSON record, written by the spawner (``_spawner``) right after the
+  exec: the daemon sends it everything it knows (run, spool, deadline as a
+  wall-clock instant, the output pipe's inode, …) and the spawner adds the
+  job's pid and start time (which together defeat pid reuse) and which of
+  its descriptors holds the pipe's read end (``holder`` / ``holder_fd``);
 - ``{"stop": "timed_out"|"killed", "at": ...}`` once dcrond began stopping
   the attempt, so a restart finishes it with the right outcome;
-- ``started``, written by the supervisor's child just before it execs the
-  job (see ``_spawn`` for why);
-- a bare number: the job's exit status, written by the supervisor.
+- ``{"exit": N}`` or ``{"signal": N}``: how the job ended, written by the
+  spawner before it reaps the job.
+
+Version 1 files (from the shell supervisor: its pid, the pipe as its fd 4,
+a bare ``$?`` number as the status, ``started`` lines) are still read.
 
 No fsync: the file only has to outlive the daemon, not the machine (a
 machine crash ends the processes too, and an attempt without a state file is
@@ -25,7 +27,10 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any, final
 
-VERSION = 1
+VERSION = 2
+
+#: (exit code, signal): exactly one of them is set
+Status = tuple[int | None, int | None]
 
 
 @final
@@ -35,7 +40,7 @@ class AttemptState:
 
     run_id: str
     attempt: int
-    pid: int
+    pid: int  #: the job's pid: its process group and session id too
     start_ticks: int
     started_at: float
     deadline: float | None  #: wall-clock instant of the timeout, if any
@@ -43,55 +48,60 @@ class AttemptState:
     output_cap: int
     spool: str
     script: str | None
+    holder: int | None = None  #: the process holding the pipe's read end (None: ``pid``)
+    holder_fd: int = 4  #: which of its descriptors that is
+    pipe_ino: int | None = None  #: the pipe's inode, to check what was opened through /proc
     stop: str | None = None  #: "timed_out" or "killed" once dcrond began stopping it
     stop_at: float | None = None
-    status: int | None = None  #: the job's exit status, once the supervisor wrote it
+    status: Status | None = None  #: how the job ended, once recorded
 
 
-def create(path: str) -> int:
-    """Create (or empty) a state file; the descriptor appends."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-
-
-def open_append(path: str) -> int:
-    """Open an existing state file for appending."""
-    return os.open(path, os.O_WRONLY | os.O_APPEND)
+def record_prefix(
+    *,
+    run_id: str,
+    attempt: int,
+    started_at: float,
+    deadline: float | None,
+    kill_grace: float,
+    output_cap: int,
+    spool: str,
+    script: str | None,
+    pipe_ino: int,
+) -> bytes:
+    """The attempt's record without its closing brace; the spawner appends pid and the rest."""
+    rec = {
+        "v": VERSION,
+        "run_id": run_id,
+        "attempt": attempt,
+        "started_at": started_at,
+        "deadline": deadline,
+        "kill_grace": kill_grace,
+        "output_cap": output_cap,
+        "spool": spool,
+        "script": script,
+        "pipe_ino": pipe_ino,
+    }
+    return json.dumps(rec).encode()[:-1] + b", "
 
 
 def _line(fd: int, rec: dict[str, Any]) -> None:
     os.write(fd, json.dumps(rec).encode() + b"\n")
 
 
-def write_record(fd: int, st: AttemptState) -> None:
-    """Append the record of a just-started attempt."""
-    _line(
-        fd,
-        {
-            "v": VERSION,
-            "run_id": st.run_id,
-            "attempt": st.attempt,
-            "pid": st.pid,
-            "start_ticks": st.start_ticks,
-            "started_at": st.started_at,
-            "deadline": st.deadline,
-            "kill_grace": st.kill_grace,
-            "output_cap": st.output_cap,
-            "spool": st.spool,
-            "script": st.script,
-        },
-    )
-
-
 def append_stop(path: str, reason: str, at: float) -> None:
-    """Append that dcrond began stopping the attempt (if its state file is still there)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    except FileNotFoundError:
-        return
+    """Append that dcrond began stopping the attempt."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         _line(fd, {"stop": reason, "at": at})
     finally:
         os.close(fd)
+
+
+def _shell_status(status: int) -> Status:
+    """A version 1 status: ``$?`` (128+N after signal N)."""
+    if 128 < status <= 128 + 64:
+        return None, status - 128
+    return status, None
 
 
 def read(path: str) -> AttemptState:
@@ -100,11 +110,11 @@ def read(path: str) -> AttemptState:
         lines = f.read().splitlines()
     st: AttemptState | None = None
     stop: tuple[str, float] | None = None
-    status: int | None = None
+    status: Status | None = None
     for raw in lines:
         ln = raw.strip()
         if ln.isdigit():
-            status = int(ln)
+            status = _shell_status(int(ln))
             continue
         try:
             rec = json.loads(ln)
@@ -112,7 +122,14 @@ def read(path: str) -> AttemptState:
             continue  # a torn line: we died while writing it
         if not isinstance(rec, dict):
             continue
-        if rec.get("stop") in ("timed_out", "killed") and stop is None:
+        if "exit" in rec or "signal" in rec:
+            code, sig = rec.get("exit"), rec.get("signal")
+            if isinstance(code, int) or isinstance(sig, int):
+                status = (
+                    code if isinstance(code, int) else None,
+                    sig if isinstance(sig, int) else None,
+                )
+        elif rec.get("stop") in ("timed_out", "killed") and stop is None:
             stop = (str(rec["stop"]), float(rec["at"]))
         elif "v" in rec and st is None:
             st = _record(rec)
@@ -124,7 +141,7 @@ def read(path: str) -> AttemptState:
 
 
 def _record(rec: dict[str, Any]) -> AttemptState:
-    if rec["v"] != VERSION:
+    if rec["v"] not in (1, VERSION):
         raise ValueError(f"unknown state file version {rec['v']!r}")
     try:
         return AttemptState(
@@ -138,23 +155,9 @@ def _record(rec: dict[str, Any]) -> AttemptState:
             output_cap=int(rec["output_cap"]),
             spool=str(rec["spool"]),
             script=None if rec["script"] is None else str(rec["script"]),
+            holder=None if rec.get("holder") is None else int(rec["holder"]),
+            holder_fd=int(rec.get("holder_fd", 4)),
+            pipe_ino=None if rec.get("pipe_ino") is None else int(rec["pipe_ino"]),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"unreadable attempt record: {e!r}") from e
-
-
-def started_after_stop(path: str) -> bool | None:
-    """Did the job start after dcrond's stop record (True), before it (False), or not yet (None)?
-
-    Also None when there is no stop record to compare with.
-    """
-    try:
-        with open(path, "rb") as f:
-            lines = [ln.strip() for ln in f.read().splitlines()]
-    except OSError:
-        return None
-    stop = next((i for i, ln in enumerate(lines) if ln.startswith(b'{"stop"')), None)
-    started = next((i for i, ln in enumerate(lines) if ln == b"started"), None)
-    if stop is None or started is None:
-        return None
-    return started > stop

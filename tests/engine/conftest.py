@@ -148,6 +148,7 @@ async def start_node(
                 yield Node(tmp, wall, replica, procs, blobs, engine, config)
             finally:
                 await engine.shutdown()
+                procs.close()
 
 
 def _kill_leftovers(work: Path) -> None:

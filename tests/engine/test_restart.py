@@ -81,10 +81,14 @@ async def test_a_run_whose_process_died_with_the_daemon_is_lost_and_retried_not_
         run = await node.engine.trigger("victim", actor="alice")
         await node.until(lambda: node.run(run["id"])["state"] == "running")
         await trio.sleep(0.05)  # the runner records the attempt 10 ms after the start
-    # KillMode=mixed: the service manager SIGKILLs every process of the unit
+    # KillMode=mixed: the service manager SIGKILLs every process of the unit (the
+    # runner's spawner first, so that it cannot record the job's end)
     for name in os.listdir(node_dir / "work" / "live"):
         if name.endswith(".state"):
-            os.killpg(read_state(str(node_dir / "work" / "live" / name)).pid, signal.SIGKILL)
+            st = read_state(str(node_dir / "work" / "live" / name))
+            assert st.holder is not None
+            os.kill(st.holder, signal.SIGKILL)
+            os.killpg(st.pid, signal.SIGKILL)
     await trio.sleep(0.1)
     async with start_node(node_dir, wall) as node:
         first = await node.until(

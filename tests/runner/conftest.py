@@ -61,11 +61,30 @@ def work_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def runner(work_dir: Path, daemon_env: dict[str, str]) -> Iterator[LocalProcessRunner]:
-    """A real runner; every process group it left running is killed afterwards."""
+    """A real runner; every process group it left running is killed afterwards, then it is closed."""
     r = LocalProcessRunner(work_dir, wall_clock=wall, daemon_env=daemon_env)
     yield r
     for h in r.running():
         kill_group(h.pid)
+    r.close()
+
+
+@pytest.fixture
+def new_daemon(
+    work_dir: Path, daemon_env: dict[str, str]
+) -> Iterator[Callable[[], LocalProcessRunner]]:
+    """Make another runner on the same work dir (a restarted daemon); all are closed afterwards."""
+    made: list[LocalProcessRunner] = []
+
+    def make() -> LocalProcessRunner:
+        made.append(LocalProcessRunner(work_dir, wall_clock=wall, daemon_env=daemon_env))
+        return made[-1]
+
+    yield make
+    for r in made:
+        for h in r.running():
+            kill_group(h.pid)
+        r.close()
 
 
 async def poll_until(predicate: Callable[[], bool], interval: float = 0.01) -> None:

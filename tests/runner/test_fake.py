@@ -15,8 +15,10 @@ from dcrond.testing._fakerunner import Behaviour, FakeHost, FakeProcessRunner
 
 
 def test_both_runners_fit_the_seam(tmp_path: Path) -> None:
-    runners: list[ProcessRunner] = [FakeProcessRunner(), LocalProcessRunner(tmp_path)]
+    local = LocalProcessRunner(tmp_path)
+    runners: list[ProcessRunner] = [FakeProcessRunner(), local]
     assert len(runners) == 2  # the point is that mypy accepts both
+    local.close()
 
 
 async def test_exit_code_after_simulated_seconds(autojump_clock: trio.testing.MockClock) -> None:

@@ -191,6 +191,7 @@ async def main():
     with tempfile.TemporaryDirectory() as d:
         r = LocalProcessRunner(pathlib.Path(d))
         res = await r.run(RunSpec("limits@1", command="ulimit -Sn"))
+        r.close()
         print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], res.spool_path.read_text().strip())
 trio.run(main)
 """

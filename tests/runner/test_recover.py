@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from dcrond.runner import LocalProcessRunner, Outcome, RunHandle, RunSpec, _procfs
-from tests.runner.conftest import kill_group, poll_until, reap, wall
+from tests.runner.conftest import kill_group, poll_until, reap
+
+NewDaemon = Callable[[], LocalProcessRunner]
 
 
 async def start_then_crash(runner: LocalProcessRunner, spec: RunSpec, ready: bytes) -> RunHandle:
@@ -33,12 +36,8 @@ async def wait_exited(pid: int) -> None:
         await poll_until(lambda: not _procfs.is_running(pid, ticks))
 
 
-def new_daemon(work_dir: Path, daemon_env: dict[str, str]) -> LocalProcessRunner:
-    return LocalProcessRunner(work_dir, wall_clock=wall, daemon_env=daemon_env)
-
-
 async def test_running_attempt_is_readopted_and_reports_its_real_exit_code(
-    runner: LocalProcessRunner, work_dir: Path, daemon_env: dict[str, str], tmp_path: Path
+    runner: LocalProcessRunner, new_daemon: NewDaemon, tmp_path: Path
 ) -> None:
     g1, g2 = tmp_path / "g1", tmp_path / "g2"
     wait = "while [ ! -e {} ]; do sleep 0.02; done"
@@ -47,7 +46,7 @@ async def test_running_attempt_is_readopted_and_reports_its_real_exit_code(
     try:
         g1.touch()  # the job prints while no daemon reads its pipe
         await trio.sleep(0.2)
-        second = new_daemon(work_dir, daemon_env)
+        second = new_daemon()
         [found] = second.recover()
         assert found.result is None and found.handle is not None
         assert found.handle.adopted and found.handle.pid == handle.pid
@@ -74,7 +73,7 @@ async def test_running_attempt_is_readopted_and_reports_its_real_exit_code(
 
 
 async def test_attempt_that_ended_while_the_daemon_was_down_reports_its_real_outcome(
-    runner: LocalProcessRunner, work_dir: Path, daemon_env: dict[str, str], tmp_path: Path
+    runner: LocalProcessRunner, new_daemon: NewDaemon, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
     cmd = f"echo up; while [ ! -e {gate} ]; do sleep 0.02; done; exit 5"
@@ -82,7 +81,7 @@ async def test_attempt_that_ended_while_the_daemon_was_down_reports_its_real_out
     try:
         gate.touch()
         await wait_exited(handle.pid)
-        [found] = new_daemon(work_dir, daemon_env).recover()
+        [found] = new_daemon().recover()
         assert found.handle is None and found.result is not None
         res = found.result
         assert res.state is Outcome.FAILED and res.exit_code == 5
@@ -94,13 +93,16 @@ async def test_attempt_that_ended_while_the_daemon_was_down_reports_its_real_out
 
 
 async def test_attempt_that_died_without_a_status_is_lost(
-    runner: LocalProcessRunner, work_dir: Path, daemon_env: dict[str, str]
+    runner: LocalProcessRunner, new_daemon: NewDaemon
 ) -> None:
     handle = await start_then_crash(runner, RunSpec("job@3", command="echo up; sleep 300"), b"up")
-    kill_group(handle.pid)  # supervisor and job die together: no status is written
+    # KillMode=mixed: the spawner and the job die together, so no status is written
+    assert runner.spawner_pid is not None
+    os.kill(runner.spawner_pid, signal.SIGKILL)
+    await wait_exited(runner.spawner_pid)
+    kill_group(handle.pid)
     await wait_exited(handle.pid)
-    reap(handle.pid)
-    second = new_daemon(work_dir, daemon_env)
+    second = new_daemon()
     [found] = second.recover()
     assert found.result is not None
     assert found.result.state is Outcome.LOST
@@ -110,12 +112,12 @@ async def test_attempt_that_died_without_a_status_is_lost(
 
 
 async def test_timeout_still_applies_to_a_readopted_attempt(
-    runner: LocalProcessRunner, work_dir: Path, daemon_env: dict[str, str]
+    runner: LocalProcessRunner, new_daemon: NewDaemon
 ) -> None:
     spec = RunSpec("job@4", command="echo up; sleep 300", timeout=1.0, kill_grace=0.5)
     handle = await start_then_crash(runner, spec, b"up")
     try:
-        second = new_daemon(work_dir, daemon_env)
+        second = new_daemon()
         [found] = second.recover()
         assert found.handle is not None
         with trio.fail_after(5):
@@ -128,7 +130,7 @@ async def test_timeout_still_applies_to_a_readopted_attempt(
 
 
 async def test_kill_begun_before_the_restart_is_finished_by_the_next_daemon(
-    runner: LocalProcessRunner, work_dir: Path, daemon_env: dict[str, str]
+    runner: LocalProcessRunner, new_daemon: NewDaemon
 ) -> None:
     cmd = "trap 'echo ignoring TERM' TERM; echo up; while :; do sleep 0.05; done"
     spec = RunSpec("job@5", command=cmd, kill_grace=0.5)
@@ -140,7 +142,7 @@ async def test_kill_begun_before_the_restart_is_finished_by_the_next_daemon(
             await trio.sleep(0.1)  # SIGTERM is out and recorded; the job ignores it
             nursery.cancel_scope.cancel()
     try:
-        second = new_daemon(work_dir, daemon_env)
+        second = new_daemon()
         [found] = second.recover()
         assert found.handle is not None
         with trio.fail_after(5):
@@ -152,9 +154,9 @@ async def test_kill_begun_before_the_restart_is_finished_by_the_next_daemon(
 
 
 def test_state_file_of_a_reused_pid_is_lost_and_nothing_is_killed(
-    work_dir: Path, daemon_env: dict[str, str]
+    work_dir: Path, new_daemon: NewDaemon
 ) -> None:
-    runner = new_daemon(work_dir, daemon_env)
+    runner = new_daemon()
     me = _procfs.read_stat(os.getpid())
     assert me is not None
     record = {
