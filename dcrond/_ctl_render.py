@@ -24,7 +24,7 @@ JOB_COLUMNS = [("name", "NAME"), ("schedule", "SCHEDULE"), ("timezone", "TZ"), (
 JOB_WIDE = [("version", "VERSION"), ("concurrency", "CONCURRENCY"), ("tags", "TAGS"),
             ("updated_at", "UPDATED")]  # fmt: skip
 RUN_COLUMNS = [("id", "ID"), ("state", "STATE"), ("host", "HOST"), ("started_at", "STARTED"),
-               ("duration", "DURATION"), ("exit_code", "EXIT")]  # fmt: skip
+               ("duration", "DURATION"), ("exit_code", "EXIT"), ("log", "LOG")]  # fmt: skip
 RUN_WIDE = [("attempts", "ATTEMPTS"), ("scheduled_at", "SCHEDULED"), ("reason", "REASON")]
 NODE_COLUMNS = [("name", "NAME"), ("address", "ADDRESS"), ("state", "STATE"),
                 ("raft_role", "ROLE"), ("last_seen", "LAST SEEN")]  # fmt: skip
@@ -124,10 +124,31 @@ def _plain(value: Any) -> str:
 
 
 def _attempt(a: dict[str, Any]) -> str:
+    log = _attempt_log(a)
     return (
         f"#{a.get('attempt')} {a.get('state')} on {a.get('host')}"
         f" exit={_plain(a.get('exit_code'))} {relative(a.get('started_at'))}"
+        + (f" log={log}" if log else "")
     )
+
+
+def _attempt_log(a: dict[str, Any]) -> str:
+    """Where an attempt's log is: ``pending`` (not in storage yet), ``live``, ``stored``, or ''."""
+    if a.get("log_pending"):
+        return "pending"
+    if a.get("state") == "running":
+        return "live"
+    return "stored" if a.get("log_path") else ""
+
+
+def log_state(run: dict[str, Any]) -> str:
+    """The LOG cell of a run: ``pending`` while any attempt's log waits for its upload,
+    else where the current attempt's log is (``live`` while it runs, ``stored``, or
+    empty for an attempt that printed nothing)."""
+    attempts = [a for a in run.get("attempts") or [] if isinstance(a, dict)]
+    if any(a.get("log_pending") for a in attempts):
+        return "pending"
+    return _attempt_log(attempts[-1]) if attempts else ""
 
 
 def job(obj: dict[str, Any], output: str) -> None:
@@ -141,12 +162,14 @@ def jobs(rows: list[dict[str, Any]], output: str) -> None:
 
 
 def run(obj: dict[str, Any], output: str) -> None:
-    """One run with its attempts."""
-    _one(obj, output, "id")
+    """One run with its attempts (tables add its LOG state)."""
+    _one(obj if output in ("json", "name") else {**obj, "log": log_state(obj)}, output, "id")
 
 
 def runs(rows: list[dict[str, Any]], output: str) -> None:
-    """A list of runs."""
+    """A list of runs (tables add a LOG column: see ``log_state``)."""
+    if output not in ("json", "name"):
+        rows = [{**row, "log": log_state(row)} for row in rows]
     _table(rows, output, RUN_COLUMNS, RUN_WIDE, "id")
 
 

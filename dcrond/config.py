@@ -140,6 +140,16 @@ class StorageConfig:
     part_bytes: int = 8 * 1024 * 1024  #: multipart upload part size (S3 minimum: 5 MiB)
     parts_in_flight: int = 4  #: parts uploaded at once (memory: ~2 x parts x part_bytes)
     timeout_s: float = 120.0  #: deadline of one storage call, plus its size at 256 KiB/s
+    #: a running attempt's log goes up in pieces: after this many seconds with new output
+    #: (0: only when the attempt ends)
+    log_chunk_interval_s: float = 30.0
+    log_chunk_bytes: int = 4 * 1024 * 1024  #: ... or as soon as this many new bytes are spooled
+
+    def __post_init__(self) -> None:
+        if self.log_chunk_interval_s < 0:
+            raise ConfigError("storage.log_chunk_interval_s: must be >= 0 (0 turns pieces off)")
+        if self.log_chunk_bytes < 1:
+            raise ConfigError("storage.log_chunk_bytes: must be >= 1")
 
 
 @final

@@ -110,6 +110,8 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
         except OSError as exc:
             raise InvalidRequest(f"cannot read --script {path}: {exc.strerror}") from None
         spec["script_name"] = path.name
+    if getattr(args, "script_url", None) is not None:
+        spec["script_url"] = args.script_url
     for arg, field in (("tag", "tags"), ("env", "env"), ("meta", "metadata")):
         pairs = _pairs(getattr(args, arg, None), f"--{arg}")
         if pairs is not None:
@@ -126,6 +128,11 @@ def _job_options(p: argparse.ArgumentParser, *, create: bool) -> None:
     how = p.add_mutually_exclusive_group(required=create)
     how.add_argument("--command", help="a command line, run with /bin/sh -c")
     how.add_argument("--script", help="a script file to upload and run")
+    how.add_argument(
+        "--script-url",
+        help="an object already in the cluster's object storage (under storage.url) to run; "
+        "its bytes are pinned by sha256 when the version is made",
+    )
     p.add_argument("--interpreter", help="bash, sh, python, ruby, or an absolute path")
     p.add_argument("--arg", action="append", help="an argument for the script (repeatable)")
     p.add_argument("--timezone", help="IANA time zone of the schedule (default UTC)")
@@ -144,9 +151,17 @@ def _job_options(p: argparse.ArgumentParser, *, create: bool) -> None:
     p.add_argument("--description")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree."""
-    ap = argparse.ArgumentParser(prog="dcronctl", description="manage dcrond")
+class _AfterVerb(argparse.ArgumentParser):
+    """A parser whose options default to *absent*, so a value the user gave before the
+    noun is kept unless the same option is given again after the verb."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        kwargs["default"] = argparse.SUPPRESS
+        return super().add_argument(*args, **kwargs)
+
+
+def global_options(ap: argparse.ArgumentParser) -> None:
+    """The options every daemon command takes, before the noun or after the verb."""
     ap.add_argument("--endpoint", help="host:port of a dcrond (default $DCRON_ENDPOINT or local)")
     ap.add_argument("-o", "--output", choices=["table", "wide", "json", "name"], default="table")
     ap.add_argument(
@@ -156,48 +171,67 @@ def build_parser() -> argparse.ArgumentParser:
         "without a leader)",
     )
     add_tls_options(ap)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree.
+
+    The global options (``global_options``) are defined once and accepted both
+    before the noun (``dcronctl -o json job list``) and after the verb
+    (``dcronctl job list -o json``); given in both places, the later one wins.
+    """
+    ap = argparse.ArgumentParser(prog="dcronctl", description="manage dcrond")
+    global_options(ap)
+    late = _AfterVerb(add_help=False)
+    global_options(late)
     nouns = ap.add_subparsers(dest="noun", required=True, metavar="{job,run,node,cluster,ca}")
 
-    job = nouns.add_parser("job", help="jobs").add_subparsers(dest="verb", required=True)
-    p = job.add_parser("create", help="create a job")
+    def verbs(noun: str, text: str) -> Any:
+        return nouns.add_parser(noun, help=text).add_subparsers(dest="verb", required=True)
+
+    def verb(noun: Any, name: str, text: str) -> argparse.ArgumentParser:
+        """A verb; it takes the global options too."""
+        parser: argparse.ArgumentParser = noun.add_parser(name, help=text, parents=[late])
+        return parser
+
+    job = verbs("job", "jobs")
+    p = verb(job, "create", "create a job")
     p.add_argument("name")
     _job_options(p, create=True)
-    p = job.add_parser("update", help="change some fields of a job")
+    p = verb(job, "update", "change some fields of a job")
     p.add_argument("name")
     _job_options(p, create=False)
-    for verb, text in (
+    for name, text in (
         ("get", "show a job"),
         ("delete", "delete a job"),
         ("pause", "stop scheduling a job"),
         ("resume", "schedule a paused job again"),
         ("history", "every version of a job and what changed"),
     ):
-        job.add_parser(verb, help=text).add_argument("name")
-    p = job.add_parser("trigger", help="run a job now")
+        verb(job, name, text).add_argument("name")
+    p = verb(job, "trigger", "run a job now")
     p.add_argument("name")
     p.add_argument("--wait", action="store_true", help="wait for the run to end")
-    p = job.add_parser("next", help="the next instants a job will run")
+    p = verb(job, "next", "the next instants a job will run")
     p.add_argument("name")
     p.add_argument("-n", type=int, default=10)
-    job.add_parser("list", help="every job")
+    verb(job, "list", "every job")
 
-    run = nouns.add_parser("run", help="runs of jobs").add_subparsers(dest="verb", required=True)
-    p = run.add_parser("list", help="runs, newest first")
+    run = verbs("run", "runs of jobs")
+    p = verb(run, "list", "runs, newest first")
     p.add_argument("--job")
     p.add_argument("--state")
     p.add_argument("--limit", type=int, default=50)
-    run.add_parser("get", help="one run and its attempts").add_argument("id")
-    p = run.add_parser("logs", help="a run's output")
+    verb(run, "get", "one run and its attempts").add_argument("id")
+    p = verb(run, "logs", "a run's output")
     p.add_argument("id")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing while it runs")
-    run.add_parser("kill", help="stop a running run").add_argument("id")
+    verb(run, "kill", "stop a running run").add_argument("id")
 
-    node = nouns.add_parser("node", help="hosts").add_subparsers(dest="verb", required=True)
-    node.add_parser("list", help="every host, up or down")
-    cluster = nouns.add_parser("cluster", help="the cluster").add_subparsers(
-        dest="verb", required=True
-    )
-    cluster.add_parser("status", help="leader, term, commit index, voters and learners")
+    node = verbs("node", "hosts")
+    verb(node, "list", "every host, up or down")
+    cluster = verbs("cluster", "the cluster")
+    verb(cluster, "status", "leader, term, commit index, voters and learners")
     add_ca_parser(nouns)
     return ap
 
@@ -290,7 +324,15 @@ async def dispatch(args: argparse.Namespace, s: Session) -> int:
             spec = job_spec(args)
             if verb == "update" and not spec:
                 raise InvalidRequest("nothing to change: give at least one option")
-            render.job(await s.call(f"job.{verb}", {"name": args.name, "spec": spec}), out)
+            before = await s.call("job.get", {"name": args.name}) if verb == "update" else None
+            after = await s.call(f"job.{verb}", {"name": args.name, "spec": spec})
+            if before is not None and after.get("version") == before.get("version"):
+                what = "the object's content is the same" if "script_url" in spec else "no change"
+                sys.stderr.write(
+                    f"dcronctl: job {args.name} unchanged ({what}): still version "
+                    f"{after.get('version')}\n"
+                )
+            render.job(after, out)
         elif verb in ("get", "pause", "resume"):
             render.job(await s.call(f"job.{verb}", {"name": args.name}), out)
         elif verb == "delete":

@@ -11,9 +11,10 @@ or the error the client sees. Reads wait for a read barrier first, so a
 client never reads older data than it has already been told about
 (linearizable), unless it asks for ``stale``.
 
-Scripts arrive as bytes: the service checks their size against
-``[jobs] max_script_bytes``, stores them in object storage by sha256 *before*
-proposing, and the job version pins that hash. Runs are started, killed and
+Scripts arrive as bytes, or as ``script_url``, an object already in the
+cluster's storage that the service reads here: either way it checks the
+size against ``[jobs] max_script_bytes``, stores the bytes in object storage
+by sha256 *before* proposing, and the job version pins that hash. Runs are started, killed and
 read through the engine, which owns processes and logs.
 
 Every parameter is checked here (type, presence, no unknown keys): a
@@ -32,7 +33,7 @@ import trio
 from dcrond import __version__
 from dcrond.cluster import ClusterRuntime
 from dcrond.config import Config
-from dcrond.errors import InvalidRequest
+from dcrond.errors import InvalidRequest, StorageError
 from dcrond.replica import Replica
 from dcrond.store import (
     CreateJob,
@@ -165,13 +166,38 @@ class Service:
 
     # --- writes -----------------------------------------------------------------
 
-    def _spec_fields(self, method: str, spec: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
-        """A request's job fields, with a script's bytes replaced by its pin; and the bytes."""
-        fields = {k: v for k, v in spec.items() if k != "script_name"}
+    async def _spec_fields(
+        self, method: str, spec: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], bytes]:
+        """A request's job fields, with a script's bytes replaced by its pin; and the bytes.
+
+        ``script`` as bytes is a script uploaded with the request. ``script_url``
+        names an object already in this cluster's storage: it is read here,
+        before anything is proposed (every replica then applies the same pinned
+        hash; ``apply`` never reads storage), and the version records the URL and
+        the sha256 of what was read. A later change of that object changes
+        nothing that runs until the job is updated with the URL again.
+        """
+        fields = {k: v for k, v in spec.items() if k not in ("script_name", "script_url")}
         script = fields.get("script")
+        limit = self.config.jobs.max_script_bytes
+        url = spec.get("script_url")
+        if url is not None:
+            if not isinstance(url, str) or not url:
+                raise InvalidRequest(f"{method}: script_url must be a non-empty string")
+            if script is not None:
+                raise InvalidRequest(f"{method}: give script or script_url, not both")
+            try:
+                canonical, data = await self.blobs.read_script_url(url, limit)
+            except InvalidRequest as exc:
+                raise type(exc)(f"{method}: {exc}") from None
+            except StorageError as exc:
+                raise type(exc)(f"{method}: cannot read script_url {url}: {exc}") from None
+            sha = hashlib.sha256(data).hexdigest()
+            fields["script"] = Script(sha, len(data), canonical).to_wire()
+            return fields, data
         if not isinstance(script, bytes | bytearray):
             return fields, b""
-        limit = self.config.jobs.max_script_bytes
         if len(script) > limit:
             raise InvalidRequest(
                 f"{method}: script is {len(script)} bytes; the limit is {limit} "
@@ -190,7 +216,7 @@ class Service:
     async def job_create(self, params: dict[str, Any]) -> Any:
         p = _Params("job.create", params, ("name", "spec"))
         name = p.name()
-        fields, script = self._spec_fields(p.method, p.map("spec"))
+        fields, script = await self._spec_fields(p.method, p.map("spec"))
         if "name" in fields and fields["name"] != name:
             raise InvalidRequest("job.create: spec.name differs from name")
         fields["name"] = name
@@ -201,7 +227,7 @@ class Service:
     async def job_update(self, params: dict[str, Any]) -> Any:
         p = _Params("job.update", params, ("name", "spec"))
         name = p.name()
-        changes, script = self._spec_fields(p.method, p.map("spec"))
+        changes, script = await self._spec_fields(p.method, p.map("spec"))
         if not changes:
             raise InvalidRequest("job.update: nothing to change")
         cmd = UpdateJob(**self.replica.stamp(p.actor), name=name, changes=changes)  # type: ignore[arg-type]

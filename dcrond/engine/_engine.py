@@ -27,7 +27,7 @@ from dcrond.engine._leader import Leader
 from dcrond.engine._table import Claim
 from dcrond.engine._uploader import LogUploader, UploaderStatistics
 from dcrond.engine._worker import Worker
-from dcrond.errors import AlreadyExists, InvalidRequest, NotFound, Unavailable
+from dcrond.errors import AlreadyExists, BlobNotFound, InvalidRequest, NotFound, Unavailable
 from dcrond.replica import Replica
 from dcrond.runner import ProcessRunner
 from dcrond.schedule import parse
@@ -49,12 +49,14 @@ from dcrond.store import (
     make_run_id,
     unwrap,
 )
-from dcrond.store._blobs import BlobStore
+from dcrond.store._blobs import BlobStore, LogPartStore, log_key
 
 log = logging.getLogger("dcrond.engine")
 
 #: bytes of log one ``read_log`` call returns at most
 LOG_CHUNK: Final = 256 * 1024
+#: how often a read waiting for pieces of a log from another host looks at storage again
+PIECE_POLL: Final = 1.0
 #: the most instants ``upcoming`` lists
 MAX_UPCOMING: Final = 1000
 #: how long ``kill`` waits for the run to end beyond the kill grace, before answering anyway
@@ -127,7 +129,12 @@ class Engine:
         folder = Path(state_dir) if state_dir is not None else config.data_path / "engine"
         self.clock = WallClock(wall_clock)
         self.uploader = LogUploader(
-            blobs, folder / "uploads", retry_min=upload_retry[0], retry_max=upload_retry[1]
+            blobs,
+            folder / "uploads",
+            retry_min=upload_retry[0],
+            retry_max=upload_retry[1],
+            chunk_every=config.storage.log_chunk_interval_s,
+            chunk_bytes=config.storage.log_chunk_bytes,
         )
         self._ctx = Context(
             replica=replica,
@@ -332,12 +339,16 @@ class Engine:
         """The log of a run's attempt from byte ``offset``: (data, done).
 
         The attempt is the run's current one unless ``attempt`` says which.
-        While it runs, the bytes come from its spool here, and an empty read
-        waits up to ``wait`` seconds for more; once it ended, from object
-        storage (or from the local file while its upload is pending). ``done``
+        While it runs here, the bytes come from its spool, and an empty read
+        waits up to ``wait`` seconds for more. While it runs on another host,
+        they come from the pieces that host uploads as it goes (see
+        ``LogUploader``): most of the log, a little behind. Once it ended,
+        from object storage (from the local file while its upload is pending
+        here; from the pieces while it is pending on another host). ``done``
         is True when the attempt has ended and the data reaches the end of
         its log. NotFound for an unknown run or attempt; InvalidRequest for
-        a negative offset; Unavailable when the attempt runs on another host.
+        a negative offset; Unavailable when the attempt runs on another host
+        and storage keeps no pieces.
         """
         if offset < 0:
             raise InvalidRequest(f"offset: {offset} is not allowed; give a byte offset >= 0")
@@ -357,6 +368,7 @@ class Engine:
                     return data, False
                 await self._wait_output(run_id, number, offset, deadline)
                 continue
+            parts = ctx.blobs if isinstance(ctx.blobs, LogPartStore) else None
             if att["state"] in _ENDED_ATTEMPT:
                 key = att["log_path"]
                 if key is None:
@@ -365,10 +377,30 @@ class Engine:
                 pending = _pread(local, offset) if local is not None else None
                 if pending is not None:
                     return pending, len(pending) < LOG_CHUNK
-                data = await ctx.blobs.read(key, offset, LOG_CHUNK)  # stored (or just now)
-                return data, len(data) < LOG_CHUNK
+                if parts is None:
+                    data = await ctx.blobs.read(key, offset, LOG_CHUNK)  # stored (or just now)
+                    return data, len(data) < LOG_CHUNK
+                # stored; or, while its upload is pending on the host that ran it, its pieces
+                data, whole = await parts.read_log(key, offset, LOG_CHUNK)
+                if whole:
+                    return data, len(data) < LOG_CHUNK
+                if data or trio.current_time() >= deadline:
+                    return data, False
+                await wait_any([event], min(PIECE_POLL, deadline - trio.current_time()))
+                continue
             if att["state"] == "running" and att["host"] not in (None, self._host):
-                raise Unavailable(f"attempt {number} of {run_id} runs on host {att['host']}")
+                if parts is None:
+                    raise Unavailable(f"attempt {number} of {run_id} runs on host {att['host']}")
+                try:
+                    data, _whole = await parts.read_log(
+                        log_key(run["job"], run_id, number), offset, LOG_CHUNK
+                    )
+                except BlobNotFound:
+                    data = b""  # no piece yet
+                if data or trio.current_time() >= deadline:
+                    return data, False
+                await wait_any([event], min(PIECE_POLL, deadline - trio.current_time()))
+                continue
             if trio.current_time() >= deadline:
                 return b"", False
             await wait_any([event], deadline - trio.current_time())

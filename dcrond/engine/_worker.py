@@ -50,6 +50,7 @@ from dcrond.engine._table import Claim
 from dcrond.errors import InvalidRequest, StorageError
 from dcrond.runner import RunHandle, RunSpec
 from dcrond.store import make_run_id
+from dcrond.store._blobs import log_key
 
 log = logging.getLogger("dcrond.engine")
 
@@ -177,11 +178,14 @@ class Worker:
         self._live[(live.handle.run_id, live.handle.attempt)] = live
         self._live_by_job.setdefault(live.job, set()).add(live.handle.run_id)
         self._live_touched()
+        key = log_key(live.job, live.handle.run_id, live.handle.attempt)
+        self._ctx.uploader.follow(key, live.handle.spool_path)  # its log goes up in pieces
 
     def _drop_live(self, run_id: str, attempt: int) -> None:
         live = self._live.pop((run_id, attempt), None)
         if live is None:
             return
+        self._ctx.uploader.unfollow(log_key(live.job, run_id, attempt))
         runs = self._live_by_job.get(live.job)
         if runs is not None:  # one attempt of a run is live at a time
             runs.discard(run_id)

@@ -107,6 +107,8 @@ class Backend(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def list(self, prefix: str) -> list[tuple[str, int]]: ...
+
     def probe(self) -> None: ...
 
     def translate(self, exc: BaseException, key: str | None) -> StorageError: ...
@@ -205,6 +207,19 @@ class LocalBackend:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def list(self, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of the objects directly under ``prefix`` (a folder ending in ``/``)."""
+        folder = self._path(prefix)
+        try:
+            entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [
+            (prefix + e.name, e.stat().st_size)
+            for e in entries
+            if not e.name.startswith(".") and e.is_file(follow_symlinks=False)
+        ]
 
     def probe(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -36,11 +36,12 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, final
+from typing import Any, Protocol, TypeVar, final, runtime_checkable
+from urllib.parse import unquote, urlsplit
 
 import trio
 
-from dcrond.errors import BlobNotFound, InvalidRequest, StorageError
+from dcrond.errors import BlobNotFound, InvalidRequest, NotFound, StorageError
 from dcrond.store._blobback import Backend, BlobOptions, open_backend
 
 T = TypeVar("T")
@@ -64,6 +65,16 @@ def log_key(job: str, run_id: str, attempt: int) -> str:
     return f"logs/{job_part}/{run_part}/{int(attempt)}.log"
 
 
+def log_part_key(key: str, start: int) -> str:
+    """Where the piece of a running attempt's log that starts at byte ``start`` lives."""
+    return f"{key}{PARTS_SUFFIX}{int(start):0{PART_DIGITS}d}"
+
+
+#: a log's pieces live under ``<log key>.parts/`` (beside the final object, never under it)
+PARTS_SUFFIX = ".parts/"
+PART_DIGITS = 16
+
+
 class BlobStore(Protocol):
     """What the runner and the API need of object storage."""
 
@@ -76,6 +87,19 @@ class BlobStore(Protocol):
     async def read(self, key: str, offset: int = 0, size: int = -1) -> bytes: ...
 
     async def delete(self, keys: list[str]) -> None: ...
+
+
+@runtime_checkable
+class LogPartStore(Protocol):
+    """Storage that also keeps the pieces of a log while its attempt runs (``Blobs`` does)."""
+
+    async def put_log_part(self, key: str, start: int, data: bytes) -> None: ...
+
+    async def log_parts(self, key: str) -> list[tuple[int, int]]: ...
+
+    async def delete_log_parts(self, key: str) -> int: ...
+
+    async def read_log(self, key: str, offset: int, size: int) -> tuple[bytes, bool]: ...
 
 
 @final
@@ -267,3 +291,119 @@ class Blobs:
                     self.backend.delete(key)
 
         await self._call(None, rm)
+
+    # --- script URLs --------------------------------------------------------------
+
+    def key_of_url(self, url: str) -> str:
+        """The key of ``url`` under this storage's root URL.
+
+        InvalidRequest when ``url`` lies elsewhere (another scheme, bucket or
+        folder, outside the prefix) or names no object (empty, ``.``/``..``
+        segments): dcrond reads scripts only from its own configured storage,
+        with its own credentials.
+        """
+        root, given = urlsplit(self.url), urlsplit(url)
+        where = f"{url!r} is not in this cluster's object storage ({self.url})"
+        if given.query or given.fragment:
+            raise InvalidRequest(f"script url {url!r}: a query or fragment is not allowed")
+        if (given.scheme.lower(), given.netloc) != (root.scheme.lower(), root.netloc):
+            raise InvalidRequest(f"script url {where}; give a URL under it")
+        base = [seg for seg in unquote(root.path).split("/") if seg]
+        path = unquote(given.path).split("/")
+        if path and path[0] == "":
+            path = path[1:]
+        if path[: len(base)] != base:
+            raise InvalidRequest(f"script url {where}; give a URL under it")
+        rest = path[len(base) :]
+        if not rest or any(seg in ("", ".", "..") for seg in rest) or "\0" in url:
+            raise InvalidRequest(
+                f"script url {url!r}: name one object under {self.url} "
+                "(no empty, '.' or '..' path segments)"
+            )
+        return "/".join(rest)
+
+    async def read_script_url(self, url: str, limit: int) -> tuple[str, bytes]:
+        """Read the object at ``url`` (under this storage) as a script: (its URL, its bytes).
+
+        The URL comes back in one canonical form (root URL + key). InvalidRequest
+        for a URL outside this storage or an object over ``limit`` bytes (its
+        size is asked first, so nothing large is downloaded); NotFound when no
+        object is there; other storage errors as they come.
+        """
+        key = self.key_of_url(url)
+        canonical = f"{self.url.rstrip('/')}/{key}"
+        try:
+            size = await self.size(key)
+            if size > limit:
+                raise InvalidRequest(
+                    f"script url {canonical}: the object is {size} bytes; the limit is "
+                    f"{limit} ([jobs] max_script_bytes)"
+                )
+            data: bytes = await self._call(key, self.backend.read, key, 0, size)
+        except BlobNotFound:
+            raise NotFound(f"script url {canonical}: no object there") from None
+        if len(data) > limit:  # it grew between the two calls
+            raise InvalidRequest(
+                f"script url {canonical}: the object is over the limit of {limit} bytes "
+                "([jobs] max_script_bytes)"
+            )
+        self.downloads += 1
+        self.downloaded_bytes += len(data)
+        return canonical, data
+
+    # --- pieces of running attempts' logs ---------------------------------------------
+
+    async def put_log_part(self, key: str, start: int, data: bytes) -> None:
+        """Store the piece of the log ``key`` that starts at byte ``start`` (replacing it)."""
+        part = log_part_key(key, start)
+        await self._call(part, self.backend.put_bytes, part, data)
+        self.uploads += 1
+        self.uploaded_bytes += len(data)
+
+    async def log_parts(self, key: str) -> list[tuple[int, int]]:
+        """The stored pieces of the log ``key``: (start, size), by start; [] for none."""
+        prefix = f"{key}{PARTS_SUFFIX}"
+        found: list[tuple[str, int]] = await self._call(None, self.backend.list, prefix)
+        parts = []
+        for name, size in found:
+            tail = name.removeprefix(prefix)
+            if len(tail) == PART_DIGITS and tail.isdigit():
+                parts.append((int(tail), size))
+        return sorted(parts)
+
+    async def delete_log_parts(self, key: str) -> int:
+        """Remove the pieces of the log ``key`` (once the whole log is stored); how many."""
+        parts = await self.log_parts(key)
+        await self.delete([log_part_key(key, start) for start, _size in parts])
+        return len(parts)
+
+    async def read_log(self, key: str, offset: int, size: int) -> tuple[bytes, bool]:
+        """Up to ``size`` bytes of the log ``key`` from ``offset``: (data, complete).
+
+        From the whole object when it is stored (``complete`` True: fewer bytes
+        than asked means the end); else from the pieces uploaded while its
+        attempt ran (``complete`` False: more may come). BlobNotFound when
+        there is neither.
+        """
+        if offset < 0:
+            raise InvalidRequest(f"offset must be >= 0, got {offset}")
+        try:
+            return await self.read(key, offset, size), True
+        except BlobNotFound:
+            pass
+        parts = await self.log_parts(key)
+        if not parts:
+            raise BlobNotFound(f"{key} is not in {self.url}")
+        # pieces are contiguous from 0 (a restarted daemon may re-send overlapping ones,
+        # with the same bytes): take the one reaching furthest past the offset
+        holding = [(start + n, start) for start, n in parts if start <= offset < start + n]
+        if not holding:
+            return b"", False
+        end, start = max(holding)
+        want = min(size, end - offset)
+        part = log_part_key(key, start)
+        try:
+            data = await self.read(part, offset - start, want)
+        except BlobNotFound:  # the whole log landed and its pieces went meanwhile
+            return await self.read(key, offset, size), True
+        return data, False

@@ -227,6 +227,19 @@ class S3Backend:
     def delete(self, key: str) -> None:
         self._sync(0, self.fs.rm_file, self._path(key))
 
+    def list(self, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of the objects directly under ``prefix`` (ending in ``/``)."""
+        try:
+            entries = self._sync(0, self.fs.ls, self._path(prefix.rstrip("/")), detail=True)
+        except FileNotFoundError:
+            return []
+        root = self.root + "/"
+        return [
+            (str(e["name"]).removeprefix(root), int(e.get("size") or 0))
+            for e in entries
+            if e.get("type") == "file"
+        ]
+
     def probe(self) -> None:
         key = f".dcrond-probe/{secrets.token_hex(8)}"
         self.put_bytes(key, b"dcrond")

@@ -53,31 +53,52 @@ MAX_BACKOFF: Final = 86400  # seconds
 MAX_RETRIES: Final = 100
 MAX_SCRIPT_BYTES: Final = 1 << 40  # a hard ceiling; the configured limit is checked at upload
 MAX_AFTER: Final = 32
+MAX_SCRIPT_URL: Final = 4096
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class Script:
-    """A script kept in object storage by content: its sha256 (lowercase hex) and size in bytes."""
+    """A script kept in object storage by content: its sha256 (lowercase hex) and size in bytes.
+
+    ``url`` is set when the script was taken from an object already in storage
+    (``dcronctl job create/update --script-url``): where its bytes were read
+    when this version was made. The version runs the pinned hash, never
+    whatever the object holds later.
+    """
 
     sha256: str
     size: int
+    url: str | None = None
 
     def __post_init__(self) -> None:
         check_pattern("script.sha256", self.sha256, _SHA256, "64 lowercase hex digits")
         check_int("script.size", self.size, 0, MAX_SCRIPT_BYTES, "a size in bytes")
+        if self.url is not None:
+            check_str("script.url", self.url, max_len=MAX_SCRIPT_URL, min_len=1)
 
     def to_wire(self) -> dict[str, object]:
-        """The map form: ``{"sha256": ..., "size": ...}``."""
-        return {"sha256": self.sha256, "size": self.size}
+        """The map form: ``{"sha256": ..., "size": ...}`` (and ``"url"`` when set)."""
+        wire: dict[str, object] = {"sha256": self.sha256, "size": self.size}
+        if self.url is not None:
+            wire["url"] = self.url
+        return wire
 
     @staticmethod
     def from_wire(value: object) -> Script:
         """Read the map form; InvalidRequest if it is anything else."""
-        if not isinstance(value, Mapping) or set(value) != {"sha256", "size"}:
-            raise bad("script", value, 'give {"sha256": <64 hex digits>, "size": <bytes>}')
-        return Script(value["sha256"], value["size"])
+        if (
+            not isinstance(value, Mapping)
+            or not {"sha256", "size"} <= set(value)
+            or not set(value) <= {"sha256", "size", "url"}
+        ):
+            raise bad(
+                "script",
+                value,
+                'give {"sha256": <64 hex digits>, "size": <bytes>} (and optionally "url")',
+            )
+        return Script(value["sha256"], value["size"], value.get("url"))
 
 
 @final
