@@ -104,6 +104,10 @@ class ClusterConfig:
     advertise: str = ""  #: host:port others reach our gossip at (empty: gossip_listen)
     bootstrap_wait_s: float = 3.0  #: a fresh host listens this long before founding a cluster
     dead_grace_s: float = 30.0  #: a voter dead this long is replaced by a learner
+    heartbeat_s: float = 1.0  #: every host tells the leader it is alive this often
+    #: a host that could not reach the leader this long stops the attempts that
+    #: could otherwise run twice; the leader calls them lost a little later
+    lease_s: float = 10.0
     #: join secret: gossip is encrypted with a key derived from it, and zeroconf
     #: announces only an HMAC tag of it (empty: gossip in clear, for one host or a lab)
     secret: str = ""
@@ -395,6 +399,11 @@ def load_config(
     parse_address(config.raft.listen, "raft.listen")
     if config.raft.tick_ms <= 0 or config.raft.election_ticks < 2:
         raise ConfigError("raft.tick_ms must be > 0 and raft.election_ticks >= 2")
+    if not 0 < config.cluster.heartbeat_s <= config.cluster.lease_s / 3:
+        raise ConfigError(
+            "cluster.heartbeat_s must be > 0 and at most a third of cluster.lease_s "
+            f"(got {config.cluster.heartbeat_s:g} and {config.cluster.lease_s:g})"
+        )
     _check_discovery(config.discovery)
     _check_tls(config)
     _check_tags_fit(config)

@@ -45,12 +45,13 @@ from dcrond.cluster import (
 )
 from dcrond.config import Config, parse_address
 from dcrond.discovery import Discovery
-from dcrond.engine import Engine
+from dcrond.engine import Engine, LeaseTimes
 from dcrond.errors import ConfigError, InvalidRequest, StorageError
 from dcrond.forward import Forwarder
 from dcrond.gossip import PLAINTEXT, GossipNode, NodeMeta, Sealer
 from dcrond.gossip._aead import AeadSealer
 from dcrond.membership import Policy
+from dcrond.placement import hosts_from_cluster
 from dcrond.raft import Config as RaftCoreConfig
 from dcrond.raft import ConfState, LogStorage, RaftNode, RaftTransport, open_node
 from dcrond.replica import Replica, ReplicatedTable
@@ -202,7 +203,25 @@ class Host:
                     # runs still go on: logs wait in the upload queue until storage is back
                     self.storage_error = str(exc)
                     log.error("storage_unavailable url=%s error=%r", config.storage_url, str(exc))
-                engine = Engine(replica, runner, blobs, config, host=name)
+                engine = Engine(
+                    replica,
+                    runner,
+                    blobs,
+                    config,
+                    host=name,
+                    lease=LeaseTimes(
+                        heartbeat=config.cluster.heartbeat_s,
+                        lease=config.cluster.lease_s,
+                        kill_grace=config.runner.kill_grace_s,
+                    ),
+                    peer_call=forwarder.call,
+                    hosts=lambda: hosts_from_cluster(
+                        gossip.members(),
+                        cluster_id=cluster_id,
+                        voters=node.applied_conf.voters,
+                        learners=node.applied_conf.learners,
+                    ),
+                )
                 self.engine = engine
                 service = Service(
                     replica,

@@ -24,8 +24,9 @@ misconfigured clients see why. Over TLS the server sets every request's
 client sent. A *node* certificate is trusted to name the actor it forwards
 for (a node can already write anything into the Raft log); if it names none,
 the actor is ``node:NAME``. Methods whose names start with one of
-``node_prefixes`` (``raft.`` by default: ``raft.propose`` appends to the log)
-answer only node certificates; a client gets ``PermissionDenied``.
+``node_prefixes`` (by default ``raft.``: ``raft.propose`` appends to the log,
+and ``engine.``: heartbeats and the calls one host's engine makes on
+another's) answer only node certificates; a client gets ``PermissionDenied``.
 Without TLS nobody is identified and every method is open: that is why
 plain text is allowed on loopback addresses only (``dcrond.config``).
 """
@@ -122,7 +123,7 @@ class RpcServer:
         max_frame: int = DEFAULT_MAX_FRAME,
         ssl_context: ssl.SSLContext | None = None,
         handshake_timeout: float = tls.HANDSHAKE_TIMEOUT,
-        node_prefixes: tuple[str, ...] = ("raft.",),
+        node_prefixes: tuple[str, ...] = ("raft.", "engine."),
     ) -> None:
         self.handlers = dict(handlers)
         self.max_frame = max_frame

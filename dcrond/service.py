@@ -60,15 +60,21 @@ class RunEngine(Protocol):
 
     async def trigger(self, name: str, *, actor: str) -> dict[str, Any]: ...
 
-    async def kill(self, run_id: str, *, actor: str) -> dict[str, Any]: ...
+    async def kill(self, run_id: str, *, actor: str, forward: bool = True) -> dict[str, Any]: ...
 
     async def read_log(
-        self, run_id: str, offset: int, *, wait: float = 0.0
+        self, run_id: str, offset: int, *, wait: float = 0.0, attempt: int | None = None
+    ) -> tuple[bytes, bool]: ...
+
+    async def read_log_anywhere(
+        self, run_id: str, offset: int, *, wait: float = 0.0, attempt: int | None = None
     ) -> tuple[bytes, bool]: ...
 
     def upcoming(self, name: str, n: int) -> list[int]: ...
 
     def annotate(self, run: dict[str, Any]) -> dict[str, Any]: ...
+
+    def heartbeat(self, host: str) -> dict[str, Any]: ...
 
 
 class _Params:
@@ -162,6 +168,9 @@ class Service:
             "node.list": self.node_list,
             "cluster.status": self.cluster_status,
             "raft.propose": self.raft_propose,
+            "engine.heartbeat": self.engine_heartbeat,
+            "engine.kill": self.engine_kill,
+            "engine.logs": self.engine_logs,
         }
 
     # --- writes -----------------------------------------------------------------
@@ -271,6 +280,12 @@ class Service:
         self.replica.store.precheck(cmd, max_script_bytes=self.config.jobs.max_script_bytes)
         return await self.replica.propose_forwarded(data)
 
+    async def engine_heartbeat(self, params: dict[str, Any]) -> Any:
+        """A host tells the leader it is alive (its lease, ``dcrond.engine._lease``)."""
+        p = _Params("engine.heartbeat", params, ("host", "running"))
+        p.integer("running", 0, 0, 1 << 31)
+        return self.engine.heartbeat(p.name("host"))
+
     # --- reads ------------------------------------------------------------------
 
     async def _fresh(self, p: _Params) -> None:
@@ -318,8 +333,26 @@ class Service:
         p = _Params("run.logs", params, ("id", "offset", "wait"))
         offset = p.integer("offset", 0, 0, 1 << 62)
         wait = LOG_POLL_SECONDS if p.raw.get("wait", True) is not False else 0.0
-        data, done = await self.engine.read_log(p.name("id"), offset, wait=wait)
+        data, done = await self.engine.read_log_anywhere(p.name("id"), offset, wait=wait)
         return {"data": data, "done": done, "offset": offset + len(data)}
+
+    # --- between hosts (node certificates only: see dcrond.rpc) ---------------------
+
+    async def engine_kill(self, params: dict[str, Any]) -> Any:
+        """Another host passes on a ``run.kill`` for a run placed on this one."""
+        p = _Params("engine.kill", params, ("id",))
+        return await self.engine.kill(p.name("id"), actor=p.actor, forward=False)
+
+    async def engine_logs(self, params: dict[str, Any]) -> Any:
+        """Another host reads the log of an attempt that runs (or ran) here."""
+        p = _Params("engine.logs", params, ("id", "offset", "wait", "attempt"))
+        offset = p.integer("offset", 0, 0, 1 << 62)
+        attempt = p.integer("attempt", 1, 1, 1 << 20)
+        wait = p.raw.get("wait", 0.0)
+        if type(wait) not in (int, float) or not 0 <= wait <= LOG_POLL_SECONDS:
+            raise InvalidRequest(f"engine.logs: wait must be 0 to {LOG_POLL_SECONDS:g} seconds")
+        data, done = await self.engine.read_log(p.name("id"), offset, wait=wait, attempt=attempt)
+        return {"data": data, "done": done}
 
     async def node_list(self, params: dict[str, Any]) -> Any:
         _Params("node.list", params, ("stale",))

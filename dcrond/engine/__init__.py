@@ -60,6 +60,7 @@ retried, never raised into the scheduler.
 from __future__ import annotations
 
 from dcrond.engine._engine import Engine, EngineStatistics
+from dcrond.engine._lease import LeaseTimes
 from dcrond.engine._uploader import LogUploader, UploaderStatistics
 
-__all__ = ["Engine", "EngineStatistics", "LogUploader", "UploaderStatistics"]
+__all__ = ["Engine", "EngineStatistics", "LeaseTimes", "LogUploader", "UploaderStatistics"]

@@ -1,29 +1,35 @@
 """What the scheduler (leader) and the worker share: the seams, the clock, events per run.
 
-Also the two seams issue 5 (runs across the cluster) will widen:
+And the two seams between hosts:
 
 * ``place(job)`` -- which host a claimed attempt goes to. On one host it is
-  this host; a cluster's leader will choose by tags and free slots.
-* ``propose(cmd)`` -- how this node gets a command committed. Here it is the
-  local replica (which leads a one-voter log); a cluster's worker will
-  forward to the leader. It retries "no leader" and "outcome unknown" with
-  backoff for as long as the caller's ``patience`` (the command keeps its
-  request number, so a retry is applied once).
+  this host; a cluster's leader chooses by the job's tags and the hosts'
+  free slots (``dcrond.placement``), leaving out hosts whose heartbeats it
+  missed (``_lease``).
+* ``propose(cmd)`` -- how this node gets a command committed: the replica,
+  which forwards to the leader from a follower. It retries "no leader" and
+  "outcome unknown" with backoff for as long as the caller's ``patience``
+  (the command keeps its request number, so a retry is applied once).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final, final
+from typing import Any, Final, final
 
 import trio
 
 from dcrond.config import Config
+from dcrond.engine import _table
 from dcrond.engine._clock import WallClock
+from dcrond.engine._lease import LeaderLeases, LeaseTimes
 from dcrond.engine._uploader import LogUploader
 from dcrond.errors import NotLeader, Unavailable
+from dcrond.placement import HostView, Requirements, place
 from dcrond.replica import Replica
 from dcrond.runner import ProcessRunner
 from dcrond.store import Command, JobStore, Result
@@ -34,6 +40,15 @@ log = logging.getLogger("dcrond.engine")
 #: first and longest wait between tries of a proposal nobody could take
 RETRY_MIN: Final = 0.05
 RETRY_MAX: Final = 2.0
+
+#: how long the leader trusts its own count of free slots over gossip's (s)
+SLOTS_REFRESH: Final = 1.0
+
+#: the hosts of the cluster as placement sees them (``dcrond.placement.hosts_from_cluster``)
+HostsView = Callable[[], tuple[HostView, ...]]
+
+#: call a method on another host: (host, method, params) -> its answer (``Forwarder.call``)
+PeerCall = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 
 @dataclass(slots=True)
@@ -75,6 +90,9 @@ class Context:
         clock: WallClock,
         lead_time: float,
         grace: int,
+        lease: LeaseTimes | None = None,
+        peer_call: PeerCall | None = None,
+        hosts: HostsView | None = None,
     ) -> None:
         self.replica = replica
         self.runner = runner
@@ -85,6 +103,17 @@ class Context:
         self.clock = clock
         self.lead_time = lead_time
         self.grace = grace  #: seconds: a run due this recently is "due", not "missed"
+        #: heartbeats and leases between hosts (``_lease``); None: one host, no leases
+        self.lease = lease
+        #: how this host reaches another (None: it cannot)
+        self.peer_call = peer_call
+        #: the cluster's hosts for placement (None: one host, this one)
+        self.hosts = hosts
+        #: the leader's view of heartbeats, while this node leads with leases on
+        self.leader_leases: LeaderLeases | None = None
+        self._cursor = 0
+        self._slots: dict[str, int] = {}
+        self._slots_at = -math.inf
         self.counters = Counters()
         self._run_events: dict[str, trio.Event] = {}
 
@@ -95,9 +124,66 @@ class Context:
 
     # --- placement and proposals (the seams of issue 5) ----------------------------
 
-    def place(self, job: str) -> str:
-        """The host a new attempt of ``job`` goes to (this host, on a one-host cluster)."""
-        return self.host
+    def place(self, job: str, *, avoid: str | None = None) -> tuple[str | None, str]:
+        """The host a new attempt of ``job`` goes to, or (None, why no host can take it).
+
+        One host (no ``hosts`` view): this host. In a cluster the job's tags
+        and the hosts' free slots decide (``dcrond.placement``); hosts whose
+        heartbeats the leader missed for over a lease are left out; a job
+        whose concurrency is ``forbid`` or ``replace`` stays on the host of
+        its unfinished attempt, where that host's worker sees the overlap
+        and applies the policy. ``avoid`` (the host of a failed attempt) is
+        left out when another host can take the run.
+        """
+        if self.hosts is None:
+            return self.host, ""
+        found = _table.job_spec(self.store, job)
+        if found is None:
+            return self.host, ""  # deleted: the worker skips it, wherever it is
+        spec = found[1]
+        views = self._views()
+        exclude = {}
+        leases = self.leader_leases
+        if leases is not None:
+            now = trio.current_time()
+            exclude = {
+                v.name: "missed its heartbeats"
+                for v in views
+                if v.name != self.host and leases.quiet(v.name, now)
+            }
+        req = Requirements(tags=spec.get("tags") or {})
+        if spec["concurrency"] != "allow":
+            for other in _table.active_hosts_of(self.store, job):
+                if (
+                    other not in exclude
+                    and place(
+                        req, views, exclude={v.name: "" for v in views if v.name != other}
+                    ).chosen
+                ):
+                    return other, ""
+        self._cursor += 1
+        chosen = None
+        if avoid is not None:
+            chosen = place(req, views, cursor=self._cursor, exclude={**exclude, avoid: "failed it"})
+        if chosen is None or not chosen.chosen:
+            chosen = place(req, views, cursor=self._cursor, exclude=exclude)
+        if not chosen.chosen:
+            return None, chosen.reason
+        host = chosen.chosen[0]
+        self._slots[host] = self._slots.get(host, 0) - 1
+        return host, ""
+
+    def _views(self) -> tuple[HostView, ...]:
+        """The hosts, with free slots counted down by what was placed since gossip said."""
+        assert self.hosts is not None
+        views = self.hosts()
+        now = trio.current_time()
+        if now - self._slots_at >= SLOTS_REFRESH:
+            self._slots = {v.name: v.free_slots for v in views}
+            self._slots_at = now
+        return tuple(
+            dataclasses.replace(v, free_slots=self._slots.get(v.name, v.free_slots)) for v in views
+        )
 
     async def propose(self, cmd: Command, *, patience: float = math.inf) -> Result | None:
         """Commit ``cmd``; None if no leader took it within ``patience`` seconds."""

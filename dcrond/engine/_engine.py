@@ -22,12 +22,22 @@ import trio
 from dcrond.config import Config
 from dcrond.engine import _table
 from dcrond.engine._clock import WallClock
-from dcrond.engine._context import Context, wait_any
+from dcrond.engine._context import Context, HostsView, PeerCall, wait_any
 from dcrond.engine._leader import Leader
+from dcrond.engine._lease import LeaseTimes
 from dcrond.engine._table import Claim
 from dcrond.engine._uploader import LogUploader, UploaderStatistics
 from dcrond.engine._worker import Worker
-from dcrond.errors import AlreadyExists, BlobNotFound, InvalidRequest, NotFound, Unavailable
+from dcrond.errors import (
+    AlreadyExists,
+    BlobNotFound,
+    DcronError,
+    InvalidRequest,
+    NotFound,
+    NotLeader,
+    StorageError,
+    Unavailable,
+)
 from dcrond.replica import Replica
 from dcrond.runner import ProcessRunner
 from dcrond.schedule import parse
@@ -108,7 +118,12 @@ class Engine:
     its instant a run is claimed; ``grace`` (seconds) how late a run may be
     before catch-up rules apply; ``prune_interval`` how often retention
     runs; ``state_dir`` (default ``<data>/engine``) holds the upload queue
-    and the reports not yet committed.
+    and the reports not yet committed. ``lease`` turns on heartbeats and
+    leases between hosts (``_lease``; needed as soon as there is a second
+    host) and ``peer_call`` is how this host reaches the others (the
+    leader for heartbeats, a run's host to kill it or read its log);
+    ``hosts`` is the cluster's hosts as placement sees them (None: this
+    host runs everything).
     """
 
     def __init__(
@@ -125,6 +140,9 @@ class Engine:
         prune_interval: float = 60.0,
         state_dir: Path | None = None,
         upload_retry: tuple[float, float] = (0.5, 30.0),
+        lease: LeaseTimes | None = None,
+        peer_call: PeerCall | None = None,
+        hosts: HostsView | None = None,
     ) -> None:
         folder = Path(state_dir) if state_dir is not None else config.data_path / "engine"
         self.clock = WallClock(wall_clock)
@@ -146,6 +164,9 @@ class Engine:
             clock=self.clock,
             lead_time=lead_time,
             grace=grace,
+            lease=lease,
+            peer_call=peer_call,
+            hosts=hosts,
         )
         self._worker = Worker(self._ctx, folder)
         self._leader = Leader(self._ctx, prune_interval=prune_interval)
@@ -179,6 +200,9 @@ class Engine:
                     self._running = True
                     self._worker.recover()
                     nursery.start_soon(self._leader.run)
+                    if self._ctx.lease is not None:
+                        nursery.start_soon(self._heartbeats, self._ctx.lease)
+                        nursery.start_soon(self._worker.fence)
                     log.info("engine_started host=%s", self._host)
                     task_status.started()
         finally:
@@ -203,6 +227,43 @@ class Engine:
             await self._stopped.wait()
         else:
             await trio.lowlevel.checkpoint()
+
+    # --- leases (see _lease) ---------------------------------------------------------------
+
+    async def _heartbeats(self, times: LeaseTimes) -> None:
+        """Tell the leader this host is alive every ``times.heartbeat``; renew the lease."""
+        while True:
+            sent = trio.current_time()
+            if await self._heartbeat_once(times):
+                self._worker.lease_renewed(sent)
+            await trio.sleep_until(sent + times.heartbeat)
+
+    async def _heartbeat_once(self, times: LeaseTimes) -> bool:
+        leader = self._replica.leader
+        if leader is None:
+            return False
+        if leader == self._host:
+            return self._leader.heard(self._host)
+        call = self._ctx.peer_call
+        if call is None:
+            return False
+        params = {"host": self._host, "running": self._worker.running}
+        try:
+            with trio.move_on_after(times.heartbeat) as scope:
+                await call(leader, "engine.heartbeat", params)
+        except DcronError as exc:
+            log.debug("heartbeat_failed leader=%s error=%r", leader, str(exc))
+            return False
+        return not scope.cancelled_caught
+
+    def heartbeat(self, host: str) -> dict[str, Any]:
+        """A host's heartbeat arrived (``engine.heartbeat``); NotLeader unless this node leads."""
+        if not self._leader.heard(host):
+            raise NotLeader(
+                "this node does not lead: send heartbeats to the leader", self._replica.leader
+            )
+        lease = self._ctx.lease
+        return {"lease_s": None if lease is None else lease.lease}
 
     # --- the replica's watch (quick; never blocks) -------------------------------------------
 
@@ -233,6 +294,8 @@ class Engine:
                         )
                     )
             elif isinstance(cmd, RunFinished | RunLost | RunSkipped):
+                if isinstance(cmd, RunLost):
+                    self._worker.superseded(cmd.run_id, cmd.attempt)
                 self._leader.run_ended(run)
         elif isinstance(cmd, _JOB_COMMANDS):
             self._leader.job_changed(cmd.job.name if isinstance(cmd, CreateJob) else cmd.name)
@@ -251,13 +314,16 @@ class Engine:
             if found is None:
                 raise NotFound(f"no job named {name!r}")
             now = ctx.clock.now_ms()
+            host, why = ctx.place(name)
+            if host is None:
+                raise Unavailable(f"no host can run {name!r} now: {why}")
             cmd = RunScheduled(
                 **ctx.replica.stamp(actor),  # type: ignore[arg-type]
                 run_id=make_run_id(name, now),
                 job=name,
                 job_version=found[0],
                 scheduled_at=now,
-                host=ctx.place(name),
+                host=host,
                 reason="trigger",
             )
             try:
@@ -274,18 +340,26 @@ class Engine:
             return run
         raise Unavailable(f"could not trigger {name!r}: the job keeps changing; try again")
 
-    async def kill(self, run_id: str, *, actor: str) -> dict[str, Any]:
+    async def kill(self, run_id: str, *, actor: str, forward: bool = True) -> dict[str, Any]:
         """Stop a run; returns its JSON once it has ended (at once if it already had).
 
         A running attempt gets SIGTERM, then SIGKILL after the kill grace,
         and ends ``killed``. A claimed attempt that has not started ends
         ``killed`` without starting. A run waiting for its retry is
         ``skipped`` (the retry is cancelled). NotFound for an unknown run.
+        An attempt placed on another host is stopped by that host: the call
+        is passed on to it (``forward``), and Unavailable says when it cannot
+        be reached.
         """
         ctx, store = self._ctx, self._ctx.store
         run = store.get_run(run_id)
         if run["state"] in FINAL_STATES:
             return run
+        elsewhere = self._placed_elsewhere(run_id)
+        if elsewhere is not None and forward and not self._worker.is_live(run_id):
+            answer = await self._on_host(elsewhere, "engine.kill", {"id": run_id, "actor": actor})
+            log.info("run_kill run=%s actor=%s via=%s", run_id, actor, elsewhere)
+            return dict(answer)
         give_up = trio.current_time() + ctx.config.runner.kill_grace_s + KILL_SLACK
         if self._worker.is_live(run_id):
             ctx.runner.kill(run_id)
@@ -328,6 +402,28 @@ class Engine:
             if self._worker.is_live(run_id):
                 ctx.runner.kill(run_id)  # a retry started meanwhile: stop it too
             await wait_any([event], max(0.0, give_up - trio.current_time()))
+
+    def _placed_elsewhere(self, run_id: str) -> str | None:
+        """The other host the run's current attempt is placed on or runs on, if any."""
+        current = _table.current_attempt(self._ctx.store, run_id)
+        if current is None:
+            return None
+        _run_state, _attempt, attempt_state, host = current
+        if attempt_state in ("scheduled", "running") and host not in (None, self._host):
+            return host
+        return None
+
+    async def _on_host(self, host: str, method: str, params: dict[str, Any]) -> Any:
+        """Call ``method`` on ``host``'s engine; Unavailable when it cannot be reached."""
+        call = self._ctx.peer_call
+        if call is None:
+            raise Unavailable(f"the run is on host {host}; ask that host")
+        try:
+            return await call(host, method, params)
+        except Unavailable as exc:
+            raise Unavailable(
+                f"the run is on host {host}, which cannot be reached: {exc}"
+            ) from None
 
     async def _propose_quietly(self, cmd: Command) -> None:
         # refused only if the run moved on meanwhile (then the wait below sees it)
@@ -404,6 +500,37 @@ class Engine:
             if trio.current_time() >= deadline:
                 return b"", False
             await wait_any([event], deadline - trio.current_time())
+
+    async def read_log_anywhere(
+        self, run_id: str, offset: int, *, wait: float = 0.0, attempt: int | None = None
+    ) -> tuple[bytes, bool]:
+        """``read_log`` from whichever host has the bytes: (data, done).
+
+        An attempt running (or about to) on another host is read from that
+        host's spool; an ended one from object storage, or -- while its
+        upload is still pending there -- from the host that ran it.
+        """
+        run = self._ctx.store.get_run(run_id)
+        number = attempt if attempt is not None else int(run["attempt"])
+        if 1 <= number <= len(run["attempts"]):
+            att = run["attempts"][number - 1]
+            host = att.get("host")
+            if host not in (None, self._host):
+                params = {"id": run_id, "offset": offset, "wait": wait, "attempt": number}
+                if att["state"] in ("scheduled", "running"):
+                    return await self._remote_log(host, params)
+                try:
+                    return await self.read_log(run_id, offset, wait=wait, attempt=number)
+                except StorageError:  # not uploaded yet: the host that ran it has it
+                    return await self._remote_log(host, params)
+        return await self.read_log(run_id, offset, wait=wait, attempt=attempt)
+
+    async def _remote_log(self, host: str, params: dict[str, Any]) -> tuple[bytes, bool]:
+        answer = await self._on_host(host, "engine.logs", params)
+        data, done = answer["data"], answer["done"]
+        if not isinstance(data, bytes) or not isinstance(done, bool):
+            raise Unavailable(f"host {host} answered a log read with {answer!r:.80}")
+        return data, done
 
     async def _wait_output(self, run_id: str, attempt: int, offset: int, deadline: float) -> None:
         """Wait (until ``deadline``) for output past ``offset`` or the attempt's end."""

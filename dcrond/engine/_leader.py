@@ -56,6 +56,7 @@ import trio
 from dcrond._schedule_syntax import EverySpec, parse_spec
 from dcrond.engine import _table
 from dcrond.engine._context import Context
+from dcrond.engine._lease import LeaderLeases
 from dcrond.engine._policy import prune_limits
 from dcrond.engine._table import ScheduleRow
 from dcrond.errors import InvalidRequest
@@ -66,7 +67,9 @@ from dcrond.store import (
     Applied,
     PruneRuns,
     Rejected,
+    RunLost,
     RunScheduled,
+    RunSkipped,
     make_run_id,
 )
 
@@ -119,6 +122,8 @@ class Leader:
         self._ended_wake = trio.Event()
         self._prune: set[str] = set()
         self._nursery: trio.Nursery | None = None
+        self._leases: LeaderLeases | None = None  #: while leading, with leases on
+        self._declared: set[tuple[str, int]] = set()  #: attempts this term declared lost
         self.load_seconds: float | None = None  #: how long the last load of the heap took
 
     # --- what the engine tells us (from the replica's watch; must be quick) -------------
@@ -159,6 +164,18 @@ class Leader:
             self._ended_wake.set()
             self._prune.add(run["job"])
 
+    def heard(self, host: str) -> bool:
+        """A heartbeat from ``host`` arrived; False when this node does not lead."""
+        if self._leases is None:
+            return False
+        self._leases.heard(host, trio.current_time())
+        return True
+
+    def quiet(self, host: str) -> bool:
+        """The leader has missed ``host``'s heartbeats for over a lease: place nothing there."""
+        leases = self._leases
+        return leases is not None and leases.quiet(host, trio.current_time())
+
     def restored(self) -> None:
         """The table was replaced by a snapshot: start over from it."""
         if self._nursery is not None:
@@ -178,6 +195,11 @@ class Leader:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     self._begin()
+                    if self._ctx.lease is not None:
+                        self._leases = LeaderLeases(self._ctx.lease, trio.current_time())
+                        self._ctx.leader_leases = self._leases
+                        self._declared = set()
+                        nursery.start_soon(self._lease_loop)
                     nursery.start_soon(self._watch_leadership, term, nursery.cancel_scope)
                     nursery.start_soon(self._load)
                     nursery.start_soon(self._schedule_loop)
@@ -187,6 +209,7 @@ class Leader:
             finally:
                 self._nursery = None
                 self._core = None
+                self._leases = self._ctx.leader_leases = None
             log.info("scheduler_stopped term=%d", term)
 
     async def _watch_leadership(self, term: int, scope: trio.CancelScope) -> None:
@@ -376,16 +399,19 @@ class Leader:
 
     async def _claim(self, due: Due, version: int, *, again: bool = False) -> None:
         ctx = self._ctx
+        host, why = ctx.place(due.job)
         cmd = RunScheduled(
             **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
             run_id=due.run_id,
             job=due.job,
             job_version=version,
             scheduled_at=due.instant_ms,
-            host=ctx.place(due.job),
+            host=host,
             reason=due.reason,
         )
         result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+        if isinstance(result, Applied) and host is None:
+            await self._unplaceable(due.run_id, why)
         if isinstance(result, Applied):
             ctx.counters.claimed += 1
             if log.isEnabledFor(logging.DEBUG):
@@ -408,6 +434,53 @@ class Leader:
                     await self._claim(due, row.version, again=True)
             return
         log.info("run_claim_refused run=%s: %s", due.run_id, result.message)
+
+    # --- leases -----------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        """Declare lost the current attempts of every host silent for ``lost_after`` (_lease)."""
+        ctx, leases = self._ctx, self._leases
+        assert ctx.lease is not None and leases is not None and self._nursery is not None
+        while True:
+            await trio.sleep(ctx.lease.heartbeat)
+            leases.heard(ctx.host, trio.current_time())
+            now = trio.current_time()
+            for run_id, attempt, host, _state in _table.active_attempts(ctx.store):
+                if (run_id, attempt) in self._declared or not leases.silent(host, now):
+                    continue
+                self._declared.add((run_id, attempt))
+                silent_for = now - leases.last_heard(host)
+                self._nursery.start_soon(self._declare_lost, run_id, attempt, host, silent_for)
+
+    async def _declare_lost(self, run_id: str, attempt: int, host: str, silent_for: float) -> None:
+        ctx = self._ctx
+        reason = f"host {host} was not heard from for {silent_for:.1f}s"
+        cmd = RunLost(
+            **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
+            run_id=run_id,
+            attempt=attempt,
+            reason=reason,
+        )
+        result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+        if isinstance(result, Applied):
+            ctx.counters.lost += 1
+            log.warning(
+                "run_lost run=%s attempt=%d host=%s reason=%r", run_id, attempt, host, reason
+            )
+        else:
+            self._declared.discard((run_id, attempt))  # look again at the next round
+
+    async def _unplaceable(self, run_id: str, why: str) -> None:
+        """End a run claimed with no host: no host can run it (the reason says why)."""
+        ctx = self._ctx
+        reason = f"no host can run it: {why}"
+        log.warning("run_unplaceable run=%s reason=%r", run_id, reason)
+        cmd = RunSkipped(
+            **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
+            run_id=run_id,
+            reason=reason[:1024],
+        )
+        await ctx.propose(cmd, patience=CLAIM_PATIENCE)
 
     # --- retries ------------------------------------------------------------------------------
 
@@ -435,17 +508,21 @@ class Leader:
 
     async def _claim_retry(self, item: _RetryDue) -> None:
         ctx = self._ctx
+        current = _table.current_attempt(ctx.store, item.run_id)
+        host, why = ctx.place(item.job, avoid=None if current is None else current[3])
         cmd = RunScheduled(
             **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
             run_id=item.run_id,
             job=item.job,
             job_version=item.job_version,
             scheduled_at=item.scheduled_at,
-            host=ctx.place(item.job),
+            host=host,
             attempt=item.next_attempt,
             reason="retry",
         )
         result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+        if isinstance(result, Applied) and host is None:
+            await self._unplaceable(item.run_id, why)
         if isinstance(result, Applied):
             ctx.counters.retries += 1
             log.info("run_retry_claimed run=%s attempt=%d", item.run_id, item.next_attempt)
@@ -478,16 +555,19 @@ class Leader:
             found = _table.job_spec(store, job)
             if found is None or found[1]["paused"]:
                 continue
+            host, why = ctx.place(job)
             cmd = RunScheduled(
                 **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
                 run_id=run_id,
                 job=job,
                 job_version=found[0],
                 scheduled_at=at,
-                host=ctx.place(job),
+                host=host,
                 reason=reason,
             )
             result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+            if isinstance(result, Applied) and host is None:
+                await self._unplaceable(run_id, why)
             if isinstance(result, Applied):
                 ctx.counters.dependents += 1
                 log.info("run_dependent_claimed run=%s after=%s", run_id, run["id"])

@@ -141,6 +141,30 @@ def running_on(store: JobStore, host: str) -> list[tuple[str, int]]:
     return [(r[0], r[1]) for r in rows]
 
 
+def active_attempts(store: JobStore) -> list[tuple[str, int, str, str]]:
+    """(run id, attempt, host, attempt state) of every current attempt placed and not ended."""
+    rows = store.db.execute(
+        "SELECT r.id, r.attempts, a.host, a.state FROM runs r "
+        "JOIN attempts a ON a.run_id = r.id AND a.attempt = r.attempts "
+        "WHERE r.state IN ('scheduled', 'running') AND a.state IN ('scheduled', 'running') "
+        "AND a.host IS NOT NULL ORDER BY r.id"
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def active_hosts_of(store: JobStore, job: str) -> list[str]:
+    """Hosts with an unfinished (claimed or running) current attempt of ``job``, newest first."""
+    rows = store.db.execute(
+        "SELECT DISTINCT a.host FROM runs r "
+        "JOIN attempts a ON a.run_id = r.id AND a.attempt = r.attempts "
+        "WHERE r.job = ? AND r.state IN ('scheduled', 'running') "
+        "AND a.state IN ('scheduled', 'running') AND a.host IS NOT NULL "
+        "ORDER BY r.scheduled_at DESC",
+        (job,),
+    )
+    return [r[0] for r in rows]
+
+
 def running_of(store: JobStore, job: str) -> list[tuple[str, str | None]]:
     """(run id, host) of the job's runs that are running now, anywhere."""
     rows = store.db.execute(

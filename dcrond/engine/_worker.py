@@ -44,6 +44,7 @@ import trio
 
 from dcrond.engine import _table
 from dcrond.engine._context import Context, wait_any
+from dcrond.engine._lease import WorkerLease
 from dcrond.engine._policy import concurrency, stale_claim, upstream_gate
 from dcrond.engine._reports import Reporter, job_of
 from dcrond.engine._table import Claim
@@ -56,6 +57,8 @@ log = logging.getLogger("dcrond.engine")
 
 #: how long ``replace`` waits for the runs it stops before it looks again
 REPLACE_POLL = 1.0
+#: attempt states in which the table still expects the attempt to run
+_UNFINISHED = ("scheduled", "running")
 
 
 @final
@@ -109,6 +112,7 @@ class _Live:
     handle: RunHandle
     job: str
     reported: trio.Event = field(default_factory=trio.Event)  #: RunStarted settled
+    fenced: bool = False  #: stopped because this host was cut off
 
 
 @final
@@ -124,6 +128,9 @@ class Worker:
         self._live_by_job: dict[str, set[str]] = {}  #: job -> runs with a live attempt here
         self._live_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        #: this host's lease from the leader (None: leases are off)
+        self._lease = None if ctx.lease is None else WorkerLease(ctx.lease, trio.current_time())
+        self._renewed = trio.Event()
 
     # --- wiring -----------------------------------------------------------------
 
@@ -208,6 +215,63 @@ class Worker:
         """Reports of ended attempts not yet committed (the outbox)."""
         return self._reports.unreported
 
+    # --- the lease (see _lease) ----------------------------------------------------------
+
+    def lease_valid(self) -> bool:
+        """This host may start attempts (its lease from the leader holds, or leases are off)."""
+        return self._lease is None or self._lease.valid(trio.current_time())
+
+    def lease_renewed(self, sent_at: float) -> None:
+        """The leader answered the heartbeat sent at ``sent_at``."""
+        if self._lease is not None:
+            self._lease.renewed(sent_at)
+            self._renewed.set()
+            self._renewed = trio.Event()
+
+    async def fence(self) -> None:
+        """Forever: when the lease runs out, stop the attempts that could run twice."""
+        lease = self._lease
+        assert lease is not None
+        while True:
+            if lease.valid(trio.current_time()):
+                await trio.sleep_until(lease.expires_at() + 0.001)
+                continue
+            stopping = [
+                live for live in self._live.values() if not live.fenced and self._fenceable(live)
+            ]
+            if stopping:
+                log.warning(
+                    "host_cut_off silent_s=%.1f stopping=%s",
+                    trio.current_time() - lease.renewed_at,
+                    ",".join(f"{live.handle.run_id}#{live.handle.attempt}" for live in stopping),
+                )
+            for live in stopping:
+                live.fenced = True
+                self._ctx.runner.kill(live.handle.run_id)
+            await wait_any([self._renewed, self._live_changed], lease.times.heartbeat)
+
+    def superseded(self, run_id: str, attempt: int) -> None:
+        """The leader declared this attempt lost: if it runs here after all, stop it.
+
+        That happens when this daemon was away longer than the lease while
+        its process ran on: the run may already have another attempt
+        elsewhere. The stopped attempt's report lands on the attempt.
+        """
+        live = self._live.get((run_id, attempt))
+        if live is None or live.fenced:
+            return
+        log.warning("run_superseded run=%s attempt=%d: stopping it", run_id, attempt)
+        live.fenced = True
+        self._ctx.runner.kill(run_id)
+
+    def _fenceable(self, live: _Live) -> bool:
+        """Could this attempt's run get another attempt elsewhere, or its job overlap?"""
+        found = _table.job_spec(self._ctx.store, live.job)
+        if found is None:
+            return True
+        spec = found[1]
+        return spec["concurrency"] != "allow" or live.handle.attempt <= int(spec["retries"])
+
     # --- one attempt ---------------------------------------------------------------
 
     async def _attempt(self, claim: Claim) -> None:
@@ -290,6 +354,10 @@ class Worker:
                     ctx.runner.kill(other)
                 changed = self._live_changed
                 await wait_any([own, changed, *(ctx.run_event(r) for r in rule.runs)], REPLACE_POLL)
+                continue
+            if not self.lease_valid():
+                # cut off from the leader: it will declare this claim lost, or renew us
+                await wait_any([own, self._renewed])
                 continue
             if not self._slots.try_take():
                 await wait_any([own, self._slots.freed()])
@@ -431,6 +499,16 @@ class Worker:
             self._spawn(self._reports.started, handle.run_id, handle.attempt, handle, live.reported)
         else:
             live.reported.set()
+        if current is None or current[1] != handle.attempt or current[2] not in _UNFINISHED:
+            # declared lost (and maybe retried elsewhere) while this daemon was down:
+            # another attempt may run, so this one stops; its report lands on the attempt
+            log.warning(
+                "run_adopted_superseded run=%s attempt=%d: stopping it",
+                handle.run_id,
+                handle.attempt,
+            )
+            live.fenced = True
+            self._ctx.runner.kill(handle.run_id)
         self._spawn(self._watch_adopted, job, live)
 
     async def _watch_adopted(self, job: str, live: _Live) -> None:

@@ -32,11 +32,21 @@ class _Engine:
         self.triggered.append((name, actor))
         return {"id": f"{name}@now", "state": "scheduled"}
 
-    async def kill(self, run_id: str, *, actor: str) -> dict[str, Any]:
+    async def kill(self, run_id: str, *, actor: str, forward: bool = True) -> dict[str, Any]:
         return {"id": run_id, "state": "killed"}
 
-    async def read_log(self, run_id: str, offset: int, *, wait: float = 0.0) -> tuple[bytes, bool]:
+    async def read_log(
+        self, run_id: str, offset: int, *, wait: float = 0.0, attempt: int | None = None
+    ) -> tuple[bytes, bool]:
         return b"hello\n"[offset:], True
+
+    async def read_log_anywhere(
+        self, run_id: str, offset: int, *, wait: float = 0.0, attempt: int | None = None
+    ) -> tuple[bytes, bool]:
+        return await self.read_log(run_id, offset, wait=wait, attempt=attempt)
+
+    def heartbeat(self, host: str) -> dict[str, Any]:
+        return {"lease_s": 10.0}
 
     def upcoming(self, name: str, n: int) -> list[int]:
         return [60_000 * (i + 1) for i in range(n)]
