@@ -160,8 +160,8 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
                 command="echo started; sleep 300",
                 tags={"role": "db"},
             )
-            run = await _call(h1, "job.trigger", {"name": "long"})
-            run_id = run["id"]
+            triggered = await _call(h1, "job.trigger", {"name": "long"})
+            run_id = triggered["id"]
 
             async def started_on_h2() -> bool:
                 got = await _call(h3, "run.get", {"id": run_id})
