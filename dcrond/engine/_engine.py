@@ -35,7 +35,6 @@ from dcrond.errors import (
     InvalidRequest,
     NotFound,
     NotLeader,
-    StorageError,
     Unavailable,
 )
 from dcrond.replica import Replica
@@ -71,6 +70,8 @@ PIECE_POLL: Final = 1.0
 MAX_UPCOMING: Final = 1000
 #: how long ``kill`` waits for the run to end beyond the kill grace, before answering anyway
 KILL_SLACK: Final = 30.0
+#: how long a call to another host's engine may take (a log read, say)
+PEER_TIMEOUT: Final = 5.0
 _JOB_COMMANDS: Final = (CreateJob, UpdateJob, DeleteJob, PauseJob, ResumeJob)
 _RUN_COMMANDS: Final = (RunScheduled, RunStarted, RunFinished, RunSkipped, RunLost)
 _ENDED_ATTEMPT: Final = frozenset({"succeeded", "failed", "timed_out", "killed", "lost", "skipped"})
@@ -357,7 +358,12 @@ class Engine:
             return run
         elsewhere = self._placed_elsewhere(run_id)
         if elsewhere is not None and forward and not self._worker.is_live(run_id):
-            answer = await self._on_host(elsewhere, "engine.kill", {"id": run_id, "actor": actor})
+            answer = await self._on_host(
+                elsewhere,
+                "engine.kill",
+                {"id": run_id, "actor": actor},
+                timeout=ctx.config.runner.kill_grace_s + KILL_SLACK + PEER_TIMEOUT,
+            )
             log.info("run_kill run=%s actor=%s via=%s", run_id, actor, elsewhere)
             return dict(answer)
         give_up = trio.current_time() + ctx.config.runner.kill_grace_s + KILL_SLACK
@@ -413,13 +419,18 @@ class Engine:
             return host
         return None
 
-    async def _on_host(self, host: str, method: str, params: dict[str, Any]) -> Any:
-        """Call ``method`` on ``host``'s engine; Unavailable when it cannot be reached."""
+    async def _on_host(
+        self, host: str, method: str, params: dict[str, Any], *, timeout: float = PEER_TIMEOUT
+    ) -> Any:
+        """Call ``method`` on ``host``'s engine; Unavailable when it cannot be reached in time."""
         call = self._ctx.peer_call
         if call is None:
             raise Unavailable(f"the run is on host {host}; ask that host")
         try:
-            return await call(host, method, params)
+            with trio.fail_after(timeout):
+                return await call(host, method, params)
+        except trio.TooSlowError:
+            raise Unavailable(f"the run is on host {host}, which did not answer") from None
         except Unavailable as exc:
             raise Unavailable(
                 f"the run is on host {host}, which cannot be reached: {exc}"
@@ -507,8 +518,10 @@ class Engine:
         """``read_log`` from whichever host has the bytes: (data, done).
 
         An attempt running (or about to) on another host is read from that
-        host's spool; an ended one from object storage, or -- while its
-        upload is still pending there -- from the host that ran it.
+        host's spool. An ended one is read through the host that ran it (which
+        has the whole log while its upload is pending, and reads storage
+        after), or straight from object storage when that host cannot be
+        reached.
         """
         run = self._ctx.store.get_run(run_id)
         number = attempt if attempt is not None else int(run["attempt"])
@@ -519,10 +532,10 @@ class Engine:
                 params = {"id": run_id, "offset": offset, "wait": wait, "attempt": number}
                 if att["state"] in ("scheduled", "running"):
                     return await self._remote_log(host, params)
-                try:
-                    return await self.read_log(run_id, offset, wait=wait, attempt=number)
-                except StorageError:  # not uploaded yet: the host that ran it has it
+                try:  # its host has the whole log even while the upload is pending
                     return await self._remote_log(host, params)
+                except Unavailable:  # gone: storage has the log (or the pieces sent so far)
+                    pass
         return await self.read_log(run_id, offset, wait=wait, attempt=attempt)
 
     async def _remote_log(self, host: str, params: dict[str, Any]) -> tuple[bytes, bool]:
