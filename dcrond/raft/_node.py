@@ -39,16 +39,15 @@ import itertools
 import logging
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, final
+from typing import Any, Protocol, final
 
 import trio
 
 from dcrond.errors import InvalidRequest, NotLeader, Unavailable
 from dcrond.raft._core import RaftCore, decode_conf_change
 from dcrond.raft._storage import LogStorage
-from dcrond.raft._transport import RaftTransport
 from dcrond.raft._types import (
     ConfChange,
     ConfChangeType,
@@ -87,6 +86,26 @@ class StateMachine(Protocol):
 
     @property
     def applied_index(self) -> int: ...
+
+
+class Transport(Protocol):
+    """What the driver needs of a network: ``RaftTransport`` (TCP), or an in-memory fake.
+
+    ``serve`` runs until cancelled and calls ``task_status.started()`` once
+    messages can flow; ``send_nowait`` never blocks and drops what it cannot
+    send (Raft retries); received messages come out of ``receive_channel``.
+    ``update_peers`` tells it where the peers are (the cluster runtime calls
+    it through ``RaftNode.transport``; a fixed simulated network ignores it).
+    """
+
+    @property
+    def receive_channel(self) -> trio.MemoryReceiveChannel[Message]: ...
+
+    async def serve(self, *, task_status: trio.TaskStatus[Any] = ...) -> None: ...
+
+    def send_nowait(self, msg: Message) -> None: ...
+
+    def update_peers(self, peers: Mapping[NodeId, tuple[str, int]]) -> None: ...
 
 
 @final
@@ -129,7 +148,7 @@ class RaftNode:
         self,
         core: RaftCore,
         storage: LogStorage,
-        transport: RaftTransport,
+        transport: Transport,
         state_machine: StateMachine,
         *,
         conf: ConfState,
@@ -473,7 +492,7 @@ def _apply_conf_change(conf: ConfState, cc: ConfChange) -> ConfState:
 def open_node(
     node_id: NodeId,
     storage: LogStorage,
-    transport: RaftTransport,
+    transport: Transport,
     state_machine: StateMachine,
     *,
     bootstrap: ConfState,
