@@ -21,7 +21,7 @@ _out = Console(highlight=False)
 #: (field, heading) shown by ``table``; ``wide`` adds the second list.
 JOB_COLUMNS = [("name", "NAME"), ("schedule", "SCHEDULE"), ("timezone", "TZ"), ("paused", "PAUSED"),
                ("next_run", "NEXT"), ("last_state", "LAST")]  # fmt: skip
-JOB_WIDE = [("version", "VERSION"), ("concurrency", "CONCURRENCY"), ("tags", "TAGS"),
+JOB_WIDE = [("version", "VERSION"), ("concurrency", "CONCURRENCY"), ("tags", "TAGS"), ("on", "ON"),
             ("updated_at", "UPDATED")]  # fmt: skip
 RUN_COLUMNS = [("id", "ID"), ("state", "STATE"), ("host", "HOST"), ("started_at", "STARTED"),
                ("duration", "DURATION"), ("exit_code", "EXIT"), ("log", "LOG")]  # fmt: skip

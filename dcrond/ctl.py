@@ -116,6 +116,9 @@ def job_spec(args: argparse.Namespace) -> dict[str, Any]:
         pairs = _pairs(getattr(args, arg, None), f"--{arg}")
         if pairs is not None:
             spec[field] = pairs
+    on = getattr(args, "on", None)
+    if on is not None:
+        spec["on"] = int(on) if on.isdigit() else on
     if getattr(args, "after", None) is not None:
         spec["after"] = list(args.after)
     if getattr(args, "arg", None) is not None:
@@ -143,6 +146,11 @@ def _job_options(p: argparse.ArgumentParser, *, create: bool) -> None:
     p.add_argument("--catch-up", choices=["none", "latest", "all"])
     p.add_argument("--catch-up-cap", type=int, help="at most this many catch-up runs")
     p.add_argument("--tag", action="append", help="run only on hosts with tag K=V")
+    p.add_argument(
+        "--on",
+        metavar="any|all|N",
+        help="hosts per run: any (one, the default), all matching hosts, or N of them",
+    )
     p.add_argument("--env", action="append", help="environment variable K=V (repeatable)")
     p.add_argument("--meta", action="append", help="free metadata K=V (repeatable)")
     p.add_argument("--dir", help="working directory")
@@ -346,10 +354,15 @@ async def dispatch(args: argparse.Namespace, s: Session) -> int:
             render.instants(await s.call("job.next", {"name": args.name, "n": args.n}), out)
         elif verb == "trigger":
             run = await s.call("job.trigger", {"name": args.name})
+            ids = run.get("runs") or [run["id"]]  # one per host for a job on several hosts
+            runs = [run] + [await s.call("run.get", {"id": i}) for i in ids[1:]]
             if args.wait:
-                run = await _wait_run(s, run)
-            render.run(run, out)
-            if args.wait and run["state"] != "succeeded":
+                runs = [await _wait_run(s, r) for r in runs]
+            if len(runs) == 1:
+                render.run(runs[0], out)
+            else:  # -o json: a list, as run list prints
+                render.runs(runs, out)
+            if args.wait and any(r["state"] != "succeeded" for r in runs):
                 return EXIT_JOB_FAILED
     elif noun == "run":
         if verb == "list":

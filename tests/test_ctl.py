@@ -59,6 +59,15 @@ def test_job_create_options_become_the_api_spec(tmp_path: Path) -> None:
     }
 
 
+def test_on_is_any_all_or_a_number_of_hosts() -> None:
+    def on(value: str) -> object:
+        args = build_parser().parse_args(["job", "update", "j", "--on", value])
+        return job_spec(args)["on"]
+
+    assert (on("any"), on("all"), on("3")) == ("any", "all", 3)
+    assert on("some") == "some"  # the daemon refuses it with the allowed values
+
+
 def test_command_and_script_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(

@@ -75,6 +75,21 @@ class Counters:
 
 
 @final
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Where the runs of one instant go (``Context.place``)."""
+
+    hosts: tuple[str, ...]  #: in the order to use; empty: nowhere
+    why: str  #: why fewer hosts than wanted (or none) can take it; "" when enough
+    per_host: bool  #: one run per host (``on`` all or N: run ids ``job@instant~host``)
+
+    @property
+    def host(self) -> str | None:
+        """The one host of a one-host-per-instant job (None: nowhere)."""
+        return self.hosts[0] if self.hosts else None
+
+
+@final
 class Context:
     """The engine's shared parts (see the module doc)."""
 
@@ -124,25 +139,29 @@ class Context:
 
     # --- placement and proposals (the seams of issue 5) ----------------------------
 
-    def place(self, job: str, *, avoid: str | None = None) -> tuple[str | None, str]:
-        """The host a new attempt of ``job`` goes to, or (None, why no host can take it).
+    def place(self, job: str, *, avoid: str | None = None, only: str | None = None) -> Where:
+        """The hosts new runs (or the next attempt) of ``job`` go to, or why there are none.
 
-        One host (no ``hosts`` view): this host. In a cluster the job's tags
-        and the hosts' free slots decide (``dcrond.placement``); hosts whose
-        heartbeats the leader missed for over a lease are left out; a job
-        whose concurrency is ``forbid`` or ``replace`` stays on the host of
-        its unfinished attempt, where that host's worker sees the overlap
-        and applies the policy. ``avoid`` (the host of a failed attempt) is
-        left out when another host can take the run.
+        One host (no ``hosts`` view): this host. In a cluster the job's tags,
+        its ``on`` and the hosts' free slots decide (``dcrond.placement``);
+        hosts whose heartbeats the leader missed for over a lease are left
+        out. A one-host-per-instant job whose concurrency is ``forbid`` or
+        ``replace`` stays on the host of its unfinished attempt, where that
+        host's worker sees the overlap and applies the policy. ``avoid``
+        (the host of a failed attempt) is left out when another host can
+        take the run; ``only`` restricts the choice to one host (the next
+        attempt of a per-host run).
         """
-        if self.hosts is None:
-            return self.host, ""
         found = _table.job_spec(self.store, job)
-        if found is None:
-            return self.host, ""  # deleted: the worker skips it, wherever it is
+        on: Any = "any" if found is None else found[1].get("on", "any")
+        per_host = on != "any"
+        if self.hosts is None or found is None:
+            # one host; or deleted: the worker skips it, wherever it is
+            fits = only is None or only == self.host
+            return Where((self.host,) if fits else (), "" if fits else f"{only} is gone", per_host)
         spec = found[1]
         views = self._views()
-        exclude = {}
+        exclude: dict[str, str] = {}
         leases = self.leader_leases
         if leases is not None:
             now = trio.current_time()
@@ -151,27 +170,23 @@ class Context:
                 for v in views
                 if v.name != self.host and leases.quiet(v.name, now)
             }
-        req = Requirements(tags=spec.get("tags") or {})
-        if spec["concurrency"] != "allow":
+        if only is not None:
+            exclude.update({v.name: "is not this run's host" for v in views if v.name != only})
+        req = Requirements(tags=spec.get("tags") or {}, on=on)
+        if spec["concurrency"] != "allow" and not per_host:
             for other in _table.active_hosts_of(self.store, job):
-                if (
-                    other not in exclude
-                    and place(
-                        req, views, exclude={v.name: "" for v in views if v.name != other}
-                    ).chosen
-                ):
-                    return other, ""
+                alone = {v.name: "" for v in views if v.name != other}
+                if other not in exclude and place(req, views, exclude=alone).chosen:
+                    return Where((other,), "", per_host)
         self._cursor += 1
         chosen = None
         if avoid is not None:
             chosen = place(req, views, cursor=self._cursor, exclude={**exclude, avoid: "failed it"})
         if chosen is None or not chosen.chosen:
             chosen = place(req, views, cursor=self._cursor, exclude=exclude)
-        if not chosen.chosen:
-            return None, chosen.reason
-        host = chosen.chosen[0]
-        self._slots[host] = self._slots.get(host, 0) - 1
-        return host, ""
+        for host in chosen.chosen:
+            self._slots[host] = self._slots.get(host, 0) - 1
+        return Where(chosen.chosen, chosen.reason, per_host)
 
     def _views(self) -> tuple[HostView, ...]:
         """The hosts, with free slots counted down by what was placed since gossip said."""

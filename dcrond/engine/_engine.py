@@ -306,8 +306,11 @@ class Engine:
     async def trigger(self, name: str, *, actor: str) -> dict[str, Any]:
         """Run a job now (even a paused one); returns the new run's JSON.
 
-        NotFound for an unknown job; NotLeader when this node cannot commit
-        (the caller forwards to the leader).
+        A job that runs on several hosts (``on`` all or N) gets one run per
+        host; the JSON is the first one's, and ``runs`` lists every run id
+        (one for other jobs). NotFound for an unknown job; Unavailable when
+        no host can run it now; NotLeader when this node cannot commit (the
+        caller forwards to the leader).
         """
         ctx = self._ctx
         for _ in range(5):
@@ -315,30 +318,35 @@ class Engine:
             if found is None:
                 raise NotFound(f"no job named {name!r}")
             now = ctx.clock.now_ms()
-            host, why = ctx.place(name)
-            if host is None:
-                raise Unavailable(f"no host can run {name!r} now: {why}")
-            cmd = RunScheduled(
-                **ctx.replica.stamp(actor),  # type: ignore[arg-type]
-                run_id=make_run_id(name, now),
-                job=name,
-                job_version=found[0],
-                scheduled_at=now,
-                host=host,
-                reason="trigger",
-            )
+            where = ctx.place(name)
+            if not where.hosts:
+                raise Unavailable(f"no host can run {name!r} now: {where.why}")
+            hosts = where.hosts if where.per_host else where.hosts[:1]
+            runs: list[dict[str, Any]] = []
             try:
-                run = unwrap(await ctx.replica.propose(cmd))
+                for host in hosts:
+                    cmd = RunScheduled(
+                        **ctx.replica.stamp(actor),  # type: ignore[arg-type]
+                        run_id=make_run_id(name, now, host if where.per_host else None),
+                        job=name,
+                        job_version=found[0],
+                        scheduled_at=now,
+                        host=host,
+                        reason="trigger",
+                    )
+                    runs.append(unwrap(await ctx.replica.propose(cmd)))
             except AlreadyExists:  # a run for this very millisecond exists: take the next one
+                if runs:
+                    raise
                 await trio.sleep(0.001)
                 continue
             except InvalidRequest as exc:
-                if "job_version" in str(exc):  # edited meanwhile: claim the new version
+                if "job_version" in str(exc) and not runs:  # edited meanwhile: the new version
                     continue
                 raise
-            ctx.counters.triggered += 1
-            log.info("run_triggered run=%s actor=%s", run["id"], actor)
-            return run
+            ctx.counters.triggered += len(runs)
+            log.info("run_triggered runs=%s actor=%s", ",".join(r["id"] for r in runs), actor)
+            return {**runs[0], "runs": [r["id"] for r in runs]}
         raise Unavailable(f"could not trigger {name!r}: the job keeps changing; try again")
 
     async def kill(self, run_id: str, *, actor: str, forward: bool = True) -> dict[str, Any]:

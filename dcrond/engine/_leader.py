@@ -55,7 +55,7 @@ import trio
 
 from dcrond._schedule_syntax import EverySpec, parse_spec
 from dcrond.engine import _table
-from dcrond.engine._context import Context
+from dcrond.engine._context import Context, Where
 from dcrond.engine._lease import LeaderLeases
 from dcrond.engine._policy import prune_limits
 from dcrond.engine._table import ScheduleRow
@@ -67,10 +67,12 @@ from dcrond.store import (
     Applied,
     PruneRuns,
     Rejected,
+    Result,
     RunLost,
     RunScheduled,
     RunSkipped,
     make_run_id,
+    run_host,
 )
 
 log = logging.getLogger("dcrond.engine")
@@ -234,7 +236,7 @@ class Leader:
         # dependents whose upstream ended while no leader claimed them
         for job, upstream, created_at in _table.all_deps(store):
             for run_id, at, state, reason in _table.newest_final_runs(store, upstream, 1):
-                if at >= created_at and _table.run_state(store, make_run_id(job, at)) is None:
+                if at >= created_at and not _table.has_run_at(store, job, at):
                     self._ended.append(
                         {
                             "id": run_id,
@@ -399,28 +401,21 @@ class Leader:
 
     async def _claim(self, due: Due, version: int, *, again: bool = False) -> None:
         ctx = self._ctx
-        host, why = ctx.place(due.job)
-        cmd = RunScheduled(
-            **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
-            run_id=due.run_id,
-            job=due.job,
-            job_version=version,
-            scheduled_at=due.instant_ms,
-            host=host,
-            reason=due.reason,
-        )
-        result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
-        if isinstance(result, Applied) and host is None:
-            await self._unplaceable(due.run_id, why)
-        if isinstance(result, Applied):
-            ctx.counters.claimed += 1
-            if log.isEnabledFor(logging.DEBUG):
-                ahead = due.instant - ctx.clock.now()
-                log.debug("run_claimed run=%s ahead_ms=%.1f", due.run_id, ahead * 1000)
-            return
-        if not isinstance(result, Rejected) or result.code == "already_exists":
-            return
-        if result.code == "conflict" and "job_version" in result.message and not again:
+        where = ctx.place(due.job)
+        results = await self._claim_instant(due.job, version, due.instant_ms, due.reason, where)
+        stale_version = False
+        for run_id, result in results:
+            if isinstance(result, Applied):
+                ctx.counters.claimed += 1
+                if log.isEnabledFor(logging.DEBUG):
+                    ahead = due.instant - ctx.clock.now()
+                    log.debug("run_claimed run=%s ahead_ms=%.1f", run_id, ahead * 1000)
+            elif isinstance(result, Rejected) and result.code != "already_exists":
+                if result.code == "conflict" and "job_version" in result.message:
+                    stale_version = True
+                else:
+                    log.info("run_claim_refused run=%s: %s", run_id, result.message)
+        if stale_version and not again:
             # edited between our read and the claim: claim it for the new version if the
             # instant is still on the (new) schedule; a pause wins
             row = _table.schedule_row(ctx.store, due.job)
@@ -432,8 +427,48 @@ class Leader:
                 if on_schedule == due.instant:
                     log.debug("run_claim_again run=%s version=%d", due.run_id, row.version)
                     await self._claim(due, row.version, again=True)
-            return
-        log.info("run_claim_refused run=%s: %s", due.run_id, result.message)
+
+    async def _claim_instant(
+        self, job: str, version: int, at_ms: int, reason: str, where: Where
+    ) -> list[tuple[str, Result | None]]:
+        """Claim ``job``'s runs for one instant where ``place`` said; (run id, result) each.
+
+        One run (``job@instant``) for a one-host job; one per host
+        (``job@instant~host``) for ``on`` all or N. With no host at all, one
+        run is claimed unplaced and skipped with the reason.
+        """
+        ctx = self._ctx
+        targets: list[tuple[str, str | None]]
+        if where.per_host and where.hosts:
+            targets = [(make_run_id(job, at_ms, h), h) for h in where.hosts]
+            if where.why:
+                log.warning("run_fewer_hosts job=%s at=%d reason=%r", job, at_ms, where.why)
+        else:
+            targets = [(make_run_id(job, at_ms), where.host)]
+        results: list[tuple[str, Result | None]] = []
+
+        async def one(run_id: str, host: str | None) -> None:
+            cmd = RunScheduled(
+                **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
+                run_id=run_id,
+                job=job,
+                job_version=version,
+                scheduled_at=at_ms,
+                host=host,
+                reason=reason,
+            )
+            result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+            if isinstance(result, Applied) and host is None:
+                await self._unplaceable(run_id, where.why)
+            results.append((run_id, result))
+
+        if len(targets) == 1:
+            await one(*targets[0])
+        else:
+            async with trio.open_nursery() as nursery:
+                for run_id, host in targets:
+                    nursery.start_soon(one, run_id, host)
+        return sorted(results, key=lambda r: r[0])
 
     # --- leases -----------------------------------------------------------------------------
 
@@ -508,8 +543,14 @@ class Leader:
 
     async def _claim_retry(self, item: _RetryDue) -> None:
         ctx = self._ctx
-        current = _table.current_attempt(ctx.store, item.run_id)
-        host, why = ctx.place(item.job, avoid=None if current is None else current[3])
+        pinned = run_host(item.run_id)  # a per-host run retries on its host
+        if pinned is not None:
+            host = ctx.place(item.job, only=pinned).host
+            why = f"its host {pinned} cannot take it now"
+        else:
+            current = _table.current_attempt(ctx.store, item.run_id)
+            where = ctx.place(item.job, avoid=None if current is None else current[3])
+            host, why = where.host, where.why
         cmd = RunScheduled(
             **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
             run_id=item.run_id,
@@ -549,28 +590,16 @@ class Leader:
         )
         jobs = [run["only"]] if "only" in run else _table.dependents(store, run["job"])
         for job in jobs:
-            run_id = make_run_id(job, at)
-            if _table.run_state(store, run_id) is not None:
+            if _table.has_run_at(store, job, at):
                 continue  # claimed already (by its own schedule, or another upstream)
             found = _table.job_spec(store, job)
             if found is None or found[1]["paused"]:
                 continue
-            host, why = ctx.place(job)
-            cmd = RunScheduled(
-                **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
-                run_id=run_id,
-                job=job,
-                job_version=found[0],
-                scheduled_at=at,
-                host=host,
-                reason=reason,
-            )
-            result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
-            if isinstance(result, Applied) and host is None:
-                await self._unplaceable(run_id, why)
-            if isinstance(result, Applied):
-                ctx.counters.dependents += 1
-                log.info("run_dependent_claimed run=%s after=%s", run_id, run["id"])
+            results = await self._claim_instant(job, found[0], at, reason, ctx.place(job))
+            for run_id, result in results:
+                if isinstance(result, Applied):
+                    ctx.counters.dependents += 1
+                    log.info("run_dependent_claimed run=%s after=%s", run_id, run["id"])
 
     # --- retention -------------------------------------------------------------------------
 

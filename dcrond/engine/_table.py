@@ -165,6 +165,22 @@ def active_hosts_of(store: JobStore, job: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def runs_at(store: JobStore, job: str, at: int) -> list[tuple[str, str]]:
+    """(run id, state) of ``job``'s runs for the instant ``at`` (several for a per-host job)."""
+    rows = store.db.execute(
+        "SELECT id, state FROM runs WHERE job = ? AND scheduled_at = ? ORDER BY id", (job, at)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def has_run_at(store: JobStore, job: str, at: int) -> bool:
+    """``job`` has a run (any) for the instant ``at``."""
+    row = store.db.execute(
+        "SELECT 1 FROM runs WHERE job = ? AND scheduled_at = ? LIMIT 1", (job, at)
+    ).fetchone()
+    return row is not None
+
+
 def running_of(store: JobStore, job: str) -> list[tuple[str, str | None]]:
     """(run id, host) of the job's runs that are running now, anywhere."""
     rows = store.db.execute(

@@ -330,10 +330,12 @@ class Worker:
                     await self._reports.skip(claim, stale)
                     return
             if spec["after"]:
-                ups = {
-                    run_id: _table.run_state(store, run_id)
-                    for run_id in (make_run_id(u, claim.scheduled_at) for u in spec["after"])
-                }
+                ups: dict[str, str | None] = {}
+                for upstream in spec["after"]:  # (a per-host upstream has a run per host)
+                    at_t = _table.runs_at(store, upstream, claim.scheduled_at)
+                    ups.update(at_t)
+                    if not at_t:
+                        ups[make_run_id(upstream, claim.scheduled_at)] = None
                 gate = upstream_gate(ups)
                 if gate.verdict == "skip":
                     await self._reports.skip(claim, gate.reason)
@@ -342,8 +344,13 @@ class Worker:
                     await wait_any([own, *(ctx.run_event(r) for r in gate.runs)])
                     continue
             others = set(self.live_runs_of(claim.job))
-            if spec["concurrency"] != "allow":  # elsewhere too (issue 5: other hosts)
-                others.update(r for r, _host in _table.running_of(store, claim.job))
+            if spec["concurrency"] != "allow":  # elsewhere too, unless each host has its runs
+                per_host = spec.get("on", "any") != "any"
+                others.update(
+                    r
+                    for r, host in _table.running_of(store, claim.job)
+                    if not per_host or host == ctx.host
+                )
             rule = concurrency(spec["concurrency"], claim.run_id, sorted(others))
             if rule.verdict == "skip":
                 await self._reports.skip(claim, rule.reason)

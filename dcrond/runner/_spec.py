@@ -118,8 +118,8 @@ class RunSpec:
 
     @property
     def instant(self) -> str:
-        """The scheduled instant part of the run id, as written there."""
-        return self.run_id.rpartition("@")[2]
+        """The scheduled instant part of the run id, as written there (without a ``~host``)."""
+        return self.run_id.rpartition("@")[2].partition("~")[0]
 
     def program(self) -> str:
         """The program that runs a script (``/bin/sh`` for command lines)."""

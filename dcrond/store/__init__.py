@@ -31,7 +31,7 @@ from dcrond.store._commands import (
     UpdateJob,
     decode,
 )
-from dcrond.store._instants import format_instant, make_run_id
+from dcrond.store._instants import format_instant, make_run_id, run_host
 from dcrond.store._jobspec import (
     CATCH_UP,
     CONCURRENCY,
@@ -89,5 +89,6 @@ __all__ = [
     "decode",
     "format_instant",
     "make_run_id",
+    "run_host",
     "unwrap",
 ]

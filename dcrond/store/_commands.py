@@ -190,7 +190,8 @@ class RunScheduled(Command):
     """Claim attempt ``attempt`` of run ``run_id`` (placed on ``host``, or not yet placed).
 
     Attempt 1 creates the run; ``run_id`` must be ``make_run_id(job,
-    scheduled_at)`` and ``job_version`` the job's current version (so a run
+    scheduled_at)`` (or, for a job that runs on several hosts, ``make_run_id(job,
+    scheduled_at, host)``: one run per host) and ``job_version`` the job's current version (so a run
     claimed after an edit or a pause in the log is refused). Later attempts
     (``reason="retry"``) need the run to be waiting for a retry.
     """
@@ -209,11 +210,19 @@ class RunScheduled(Command):
         check_job_name("job", self.job)
         check_int("job_version", self.job_version, 1, MAX_SEQ, "a job version")
         check_instant("scheduled_at", self.scheduled_at)
-        expected = make_run_id(self.job, self.scheduled_at)
-        if self.run_id != expected:
-            raise bad("run_id", self.run_id, f"the run of this job and instant is {expected!r}")
         if self.host is not None:
             _check_host("host", self.host)
+        expected = make_run_id(self.job, self.scheduled_at)
+        per_host = (
+            None if self.host is None else make_run_id(self.job, self.scheduled_at, self.host)
+        )
+        if self.run_id not in (expected, per_host):
+            raise bad(
+                "run_id",
+                self.run_id,
+                f"the run of this job and instant is {expected!r}"
+                + ("" if per_host is None else f" (or {per_host!r} on host {self.host})"),
+            )
         check_int("attempt", self.attempt, 1, MAX_ATTEMPTS, "an attempt number")
         check_choice("reason", self.reason, RUN_REASONS)
         if (self.reason == "retry") != (self.attempt > 1):

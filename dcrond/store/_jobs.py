@@ -28,8 +28,12 @@ def _pack(value: object) -> bytes:
 
 
 def unpack_spec(blob: bytes) -> dict[str, Any]:
-    """Decode a stored spec (canonical msgpack) to its wire-form dict."""
+    """Decode a stored spec (canonical msgpack) to its wire-form dict.
+
+    Fields added since the spec was stored take their defaults.
+    """
     spec: dict[str, Any] = msgpack.unpackb(blob)
+    spec.setdefault("on", "any")
     return spec
 
 

@@ -53,6 +53,8 @@ MAX_BACKOFF: Final = 86400  # seconds
 MAX_RETRIES: Final = 100
 MAX_SCRIPT_BYTES: Final = 1 << 40  # a hard ceiling; the configured limit is checked at upload
 MAX_AFTER: Final = 32
+#: the most hosts ``on`` may ask for by number
+MAX_ON_HOSTS: Final = 1000
 MAX_SCRIPT_URL: Final = 4096
 _SHA256: Final = re.compile(r"[0-9a-f]{64}")
 
@@ -130,6 +132,8 @@ class JobSpec:
     catch_up: str = "latest"
     catch_up_limit: int = 10
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: how many matching hosts run each instant: "any" (one), "all", or a number
+    on: str | int = "any"
     after: tuple[str, ...] = ()
     paused: bool = False
     description: str = ""
@@ -209,6 +213,15 @@ class JobSpec:
             "tags",
             check_str_map("tags", self.tags, key=tag_key, max_items=64, max_value_len=255),
         )
+        if isinstance(self.on, bool) or not (
+            self.on in ("any", "all")
+            or (isinstance(self.on, int) and 1 <= self.on <= MAX_ON_HOSTS)
+        ):
+            raise bad(
+                "on",
+                self.on,
+                f"use 'any' (one host), 'all' (every matching host) or a number 1-{MAX_ON_HOSTS}",
+            )
         s(self, "after", _check_after(self.name, self.after))
         check_bool("paused", self.paused)
         check_str("description", self.description, max_len=4096, multiline=True)
@@ -243,6 +256,7 @@ class JobSpec:
             "catch_up": self.catch_up,
             "catch_up_limit": self.catch_up_limit,
             "tags": dict(self.tags),
+            "on": self.on,
             "after": list(self.after),
             "paused": self.paused,
             "description": self.description,

@@ -22,6 +22,7 @@ from dcrond.store._commands import (
     RunSkipped,
     RunStarted,
 )
+from dcrond.store._instants import run_host
 from dcrond.store._jobs import no_such_job, unpack_spec
 from dcrond.store._objects import ATTEMPT_COLUMNS, RUN_COLUMNS, run_json
 from dcrond.store._results import Conflict
@@ -103,6 +104,14 @@ def run_scheduled(db: apsw.Connection, cmd: RunScheduled) -> dict[str, Any]:
         if paused and cmd.reason in ("schedule", "catch-up"):
             raise Conflict(f"job {cmd.job!r} is paused; only a trigger can run it")
         spec = unpack_spec(blob)
+        on = spec.get("on", "any")
+        if on == "any" and run_host(cmd.run_id) is not None:
+            raise Conflict(f"job {cmd.job!r} runs on one host per instant: its run is {cmd.job}@…")
+        if on != "any" and run_host(cmd.run_id) is None and cmd.host is not None:
+            raise Conflict(
+                f"job {cmd.job!r} runs on several hosts per instant ({on}): "
+                "name the host in the run id (job@instant~host)"
+            )
         db.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'scheduled', ?, NULL, NULL, NULL, NULL, 1, "
             "?, ?, ?, NULL, NULL, ?, ?, ?)",

@@ -33,6 +33,7 @@ from dcrond.config import (
     RaftConfig,
     RunnerConfig,
 )
+from dcrond.engine._table import iso_ms
 from dcrond.host import Host
 from dcrond.rpc import RpcClient
 from dcrond.testing._cluster import free_ports
@@ -250,3 +251,84 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
             nursery.cancel_scope.cancel()
     for pid in orphans:
         _kill_group(pid)
+
+
+async def test_a_job_on_several_hosts_runs_once_per_host_and_its_dependents_wait_for_all(
+    tmp_path: Path,
+) -> None:
+    """``on = all`` and ``on = 2``: one run per chosen host per instant (``job@T~host``),
+    and a job ``after`` an all-hosts job runs once per instant, after every host's run."""
+    configs = {n: _config(tmp_path, n) for n in TAGS}
+    seed = configs["h1"].cluster.gossip_listen.split(":")
+    hosts = {n: Host(configs[n], seeds=[(seed[0], int(seed[1]))]) for n in TAGS}
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            for h in hosts.values():
+                nursery.start_soon(h.run)
+
+            async def three_voters() -> bool:
+                return any(
+                    h.node is not None and len(h.node.statistics().voters) == 3
+                    for h in hosts.values()
+                )
+
+            await _until(three_voters, 30, "3 voters")
+            h1 = hosts["h1"]
+
+            async def job(name: str, **spec: Any) -> None:
+                await _call(h1, "job.create", {"name": name, "spec": spec})
+
+            await job("everywhere", schedule="@every 1s", command="true", on="all")
+            await job("two-web", schedule="@every 1s", command="true", on=2, tags={"role": "web"})
+            await job("after-all", schedule="@yearly", command="true", after=["everywhere"])
+
+            async def runs_of(name: str) -> list[dict[str, Any]]:
+                got: list[dict[str, Any]] = await _call(
+                    hosts["h2"], "run.list", {"job": name, "limit": 500}
+                )
+                return got
+
+            def by_instant(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+                out: dict[str, list[dict[str, Any]]] = {}
+                for r in runs:
+                    out.setdefault(r["scheduled_at"], []).append(r)
+                return out
+
+            async def settled() -> bool:
+                full = [
+                    t
+                    for t, rs in by_instant(await runs_of("everywhere")).items()
+                    if len(rs) == 3 and all(r["state"] == "succeeded" for r in rs)
+                ]
+                deps = {r["scheduled_at"]: r for r in await runs_of("after-all")}
+                return len(full) >= 3 and all(
+                    deps.get(t, {}).get("state") == "succeeded" for t in full
+                )
+
+            await _until(settled, 30, "3 instants of the all-hosts job and their dependents")
+            await _call(h1, "job.pause", {"name": "everywhere"})
+            await _call(h1, "job.pause", {"name": "two-web"})
+
+            every = by_instant(await runs_of("everywhere"))
+            assert every, "no runs"
+            for t, rs in every.items():
+                assert len(rs) <= 3, rs
+                for r in rs:  # the run names its host, and ran there
+                    assert r["id"] == f"everywhere@{t}~{r['attempts'][0]['host']}", r
+                assert len({r["attempts"][0]["host"] for r in rs}) == len(rs), rs
+            full = {t: rs for t, rs in every.items() if len(rs) == 3}
+            deps = {r["scheduled_at"]: r for r in await runs_of("after-all")}
+            for t, rs in full.items():
+                if all(r["state"] == "succeeded" for r in rs) and t in deps:
+                    dep = deps[t]
+                    assert dep["id"] == f"after-all@{t}", dep  # one run, not one per host
+                    last_upstream = max(iso_ms(r["finished_at"]) for r in rs)
+                    assert iso_ms(dep["started_at"]) >= last_upstream, (dep, rs)
+            for rs in by_instant(await runs_of("two-web")).values():
+                assert {r["host"] for r in rs if r["host"]} <= {"h1", "h3"}, rs
+                assert len(rs) <= 2, rs
+            assert any(len(rs) == 2 for rs in by_instant(await runs_of("two-web")).values())
+
+            triggered = await _call(hosts["h3"], "job.trigger", {"name": "everywhere"})
+            assert sorted(r.rpartition("~")[2] for r in triggered["runs"]) == ["h1", "h2", "h3"]
+            nursery.cancel_scope.cancel()

@@ -12,6 +12,7 @@ from dcrond.store import (
     FINAL_STATES,
     RUN_TRANSITIONS,
     Command,
+    JobSpec,
     JobStore,
     PauseJob,
     PruneRuns,
@@ -24,6 +25,8 @@ from dcrond.store import (
     RunState,
     UpdateJob,
     make_run_id,
+    run_host,
+    unwrap,
 )
 from tests.store.conftest import T0, Proposer
 
@@ -422,3 +425,46 @@ def test_prune_by_age_and_in_limited_steps(p: Proposer, store: JobStore) -> None
     assert [r["id"] for r in store.list_runs(job="j")] == [ids[3], ids[2]]
     with pytest.raises(InvalidRequest, match="give at least one limit"):
         PruneRuns(job="j", **p.common())
+
+
+def unwrap_ok(result: Any) -> dict[str, Any]:
+    value: dict[str, Any] = unwrap(result)
+    return value
+
+
+def test_a_job_on_several_hosts_has_one_run_per_host_and_the_ids_say_so(p: Proposer) -> None:
+    """``on`` all or N: runs are ``job@T~host`` (host as placed); a one-host job's are ``job@T``."""
+    p.create("everywhere", on="all")
+    p.create("one")
+
+    def claim(job: str, run_id: str, host: str | None, at: int = T0) -> Any:
+        return p.apply(
+            RunScheduled(
+                run_id=run_id, job=job, job_version=1, scheduled_at=at, host=host, **p.common()
+            )
+        )
+
+    for host in ("h1", "h2"):
+        run = unwrap_ok(claim("everywhere", make_run_id("everywhere", T0, host), host))
+        assert run["id"] == f"everywhere@2026-01-01T00:00:00Z~{host}"
+        assert run_host(run["id"]) == host
+    # the host in the id must be the one placed
+    with pytest.raises(InvalidRequest, match="on host h3"):
+        claim("everywhere", make_run_id("everywhere", T0, "h1"), "h3")
+    # a per-host job's run names its host; a one-host job's never does
+    refused = claim("everywhere", make_run_id("everywhere", T0 + 1000), "h1", T0 + 1000)
+    assert isinstance(refused, Rejected) and "job@instant~host" in refused.message
+    refused = claim("one", make_run_id("one", T0, "h1"), "h1")
+    assert isinstance(refused, Rejected) and "one host per instant" in refused.message
+    # with no host at all (nobody could take it) the plain id records the instant
+    nowhere = claim("everywhere", make_run_id("everywhere", T0 + 2000), None, T0 + 2000)
+    assert unwrap_ok(nowhere)["host"] is None
+
+
+def test_on_takes_any_all_or_a_number_of_hosts(p: Proposer) -> None:
+    for good in ("any", "all", 1, 3, 1000):
+        assert JobSpec(name="j", schedule="@hourly", command="x", on=good).on == good
+    bad: Any
+    for bad in ("some", 0, -1, 1001, True, "2", 2.0):
+        with pytest.raises(InvalidRequest, match="on:"):
+            JobSpec(name="j", schedule="@hourly", command="x", on=bad)
