@@ -214,8 +214,7 @@ class JobSpec:
             check_str_map("tags", self.tags, key=tag_key, max_items=64, max_value_len=255),
         )
         if isinstance(self.on, bool) or not (
-            self.on in ("any", "all")
-            or (isinstance(self.on, int) and 1 <= self.on <= MAX_ON_HOSTS)
+            self.on in ("any", "all") or (isinstance(self.on, int) and 1 <= self.on <= MAX_ON_HOSTS)
         ):
             raise bad(
                 "on",
