@@ -41,6 +41,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="START:COUNT",
         help=f"gossip simulator seeds to run (default {DEFAULT_GOSSIP_SEEDS})",
     )
+    _add_enginesim_options(parser)
 
 
 def parse_sim_seeds(spec: str) -> range:
@@ -69,3 +70,30 @@ def sim_seconds(request: pytest.FixtureRequest) -> float:
     """Simulated seconds of faults per seed (``--sim-seconds``)."""
     seconds: float = request.config.getoption("--sim-seconds")
     return seconds
+
+
+# --- the engine simulator (tests/enginesim) -------------------------------------------------
+
+#: the default: 8 seeds (4 with 3 hosts, 4 with 5) of 60 simulated seconds of faults each
+DEFAULT_ENGINESIM_SEEDS = "0:8"
+DEFAULT_ENGINESIM_SECONDS = 60.0
+
+
+def _add_enginesim_options(parser: pytest.Parser) -> None:
+    """``--enginesim-seeds=START:COUNT`` and ``--enginesim-seconds`` (see tests/enginesim)."""
+    group = parser.getgroup("dcrond engine simulator")
+    group.addoption(
+        "--enginesim-seeds",
+        default=None,
+        metavar="START:COUNT",
+        help=f"engine simulator seeds (default {DEFAULT_ENGINESIM_SEEDS}, or "
+        "$DCROND_ENGINESIM_SEEDS; even=3 hosts, odd=5)",
+    )
+    group.addoption(
+        "--enginesim-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"simulated seconds of faults per seed (default {DEFAULT_ENGINESIM_SECONDS:g}, "
+        "or $DCROND_ENGINESIM_SECONDS)",
+    )

@@ -199,6 +199,20 @@ def check_exactly_one(obs: Observed) -> list[str]:
     return bad
 
 
+def excused_instants(obs: Observed) -> dict[str, int]:
+    """How many due instants without a run each exclusion excused (for reports)."""
+    gaps = catch_up_gaps(obs)
+    have = {(r.job, r.instant) for r in obs.runs.values()}
+    out: dict[str, int] = {}
+    for job in obs.jobs.values():
+        for t in due_instants(job, obs.window_end):
+            if (job.name, t) not in have:
+                why = _excused(obs, job, t, gaps)
+                if why is not None:
+                    out[why] = out.get(why, 0) + 1
+    return out
+
+
 def _on_schedule(job: JobRecord, t: int) -> bool:
     return parse(job.schedule, job.timezone).next_after(t - 1) == t
 

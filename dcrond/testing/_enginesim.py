@@ -73,6 +73,7 @@ from dcrond.testing._enginecheck import (
     CHECKS,
     Observed,
     check_all,
+    excused_instants,
     reduce_job,
     reduce_run,
 )
@@ -154,6 +155,8 @@ class EngineSimResult:
             f"engine simulation seed {cfg.seed} ({cfg.hosts} hosts): {title}",
             f"  replay: {cmd}",
             f"  hosts: {'; '.join(self.hosts)}",
+            f"  judged: {len(self.observed.runs)} runs, {len(self.observed.processes)} processes; "
+            f"due instants without a run excused: {excused_instants(self.observed) or 'none'}",
         ]
         for name in checks:
             found = self.violations.get(name, [])
