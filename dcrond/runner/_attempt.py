@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -46,8 +47,13 @@ REAP_WAIT = 2.0
 REAP_POLL = 0.005
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9@+\-_.~]")
+
+
 def key(run_id: str, attempt: int) -> str:
     """The file-name-safe key of an attempt (``job@instant.N``, percent-escaped)."""
+    if _UNSAFE.search(run_id) is None:  # the usual case, without quote()'s cost
+        return f"{run_id}.{attempt}"
     return f"{quote(run_id, safe='@+-_.~')}.{attempt}"
 
 
@@ -96,6 +102,7 @@ class Attempt:
         stop_at: float | None = None,
     ) -> None:
         self.handle = handle
+        self.key = key(handle.run_id, handle.attempt)
         self.paths = paths
         self.wall = wall
         self.pump = pump

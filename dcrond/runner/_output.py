@@ -1,7 +1,9 @@
 """An attempt's output: from its pipe into a capped spool file, and followed live.
 
-The pump reads the attempt's FIFO as data arrives and appends it, as raw
-bytes, to one spool file per attempt; nothing is decoded, so any byte
+The pump reads the attempt's pipe as data arrives and appends it, as raw
+bytes, to one spool file per attempt, created with the first byte (an
+attempt that prints nothing has no spool: creating a file is the costliest
+step of a start on a busy disk); nothing is decoded, so any byte
 sequence is kept exactly. Once ``cap`` bytes are kept, further output is
 still read (the job never blocks on a full pipe) but only counted; when the
 attempt ends, :meth:`OutputPump.seal` appends a trailer line that says how
@@ -37,9 +39,14 @@ def trailer(kept: int, discarded: int, *, complete: bool = True) -> bytes:
 class OutputPump:
     """Copies one attempt's output pipe into its spool file, up to a cap."""
 
-    def __init__(self, read_fd: int | None, spool_fd: int, cap: int, *, kept: int = 0) -> None:
+    def __init__(
+        self, read_fd: int | None, spool: str, cap: int, *, kept: int = 0, fresh: bool = True
+    ) -> None:
         self._read_fd = read_fd  #: None when the pipe is gone (an attempt that ended offline)
-        self._spool_fd: int | None = spool_fd
+        self._spool = spool
+        #: opened on the first write; a fresh spool replaces any older file of that name
+        self._spool_fd: int | None = None
+        self._spool_flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if fresh else 0)
         self.cap = cap
         self.kept = kept  #: bytes of output in the spool
         self.discarded = 0  #: bytes read after the cap was reached
@@ -58,6 +65,11 @@ class OutputPump:
         """Some output was dropped."""
         return self.discarded > 0 or not self.count_complete
 
+    def _open_spool(self) -> int:
+        if self._spool_fd is None:
+            self._spool_fd = os.open(self._spool, self._spool_flags, 0o600)
+        return self._spool_fd
+
     def _notify(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
@@ -68,11 +80,11 @@ class OutputPump:
             room = 0
         keep = data[:room] if room < len(data) else data
         if keep:
-            assert self._spool_fd is not None
+            view = memoryview(keep)
             try:
-                view = memoryview(keep)
+                fd = self._open_spool()
                 while view:
-                    view = view[os.write(self._spool_fd, view) :]
+                    view = view[os.write(fd, view) :]
             except OSError as e:
                 # a full disk must not stop the job or the daemon: count it as dropped
                 self.write_error = os.strerror(e.errno) if e.errno else str(e)
@@ -132,10 +144,10 @@ class OutputPump:
             extra += f"[dcrond: {note}]\n".encode()
         if extra and self._last != b"\n":
             extra = b"\n" + extra
+        if extra:
+            with contextlib.suppress(OSError):
+                os.write(self._open_spool(), extra)
         if self._spool_fd is not None:
-            if extra:
-                with contextlib.suppress(OSError):
-                    os.write(self._spool_fd, extra)
             os.close(self._spool_fd)
             self._spool_fd = None
         self.sealed = True
@@ -167,7 +179,10 @@ class Follower:
         return self
 
     def _read(self) -> bytes:
-        fd = os.open(self._path, os.O_RDONLY)
+        try:
+            fd = os.open(self._path, os.O_RDONLY)
+        except FileNotFoundError:
+            return b""  # nothing printed yet
         try:
             return os.pread(fd, CHUNK, self._offset)
         finally:

@@ -105,6 +105,7 @@ class LocalProcessRunner:
         self._live_dir = self._dir / "live"
         self._spool_dir = self._dir / "spool"
         self._script_dir = self._dir / "scripts"
+        self._live_str, self._spool_str = str(self._live_dir), str(self._spool_dir)
         for d, mode in (
             (self._dir, 0o711),
             (self._live_dir, 0o700),
@@ -144,7 +145,7 @@ class LocalProcessRunner:
         return None if self._client is None else self._client.pid
 
     def spool_path(self, run_id: str, attempt: int) -> Path:
-        """Where the output of an attempt is (or was) spooled."""
+        """Where the output of an attempt is (or was) spooled (no file: it printed nothing)."""
         return self._spool_dir / f"{attempt_key(run_id, attempt)}.log"
 
     async def run(
@@ -263,9 +264,7 @@ class LocalProcessRunner:
 
     def _paths(self, key: str) -> Paths:
         return Paths(
-            state=str(self._live_dir / f"{key}.state"),
-            spool=str(self._spool_dir / f"{key}.log"),
-            script=None,
+            state=f"{self._live_str}/{key}.state", spool=f"{self._spool_str}/{key}.log", script=None
         )
 
     def _spawner(self) -> SpawnerClient:
@@ -315,13 +314,12 @@ class LocalProcessRunner:
             state_path=paths.state,
             record=record,
         )
-        spool_fd = os.open(paths.spool, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         handle = RunHandle(spec.run_id, spec.attempt, 0, started_at, Path(paths.spool))
         att = Attempt(
             handle=handle,
             paths=paths,
             wall=self._wall,
-            pump=OutputPump(read_fd, spool_fd, spec.output_cap),
+            pump=OutputPump(read_fd, paths.spool, spec.output_cap),
             deadline=deadline,
             kill_grace=spec.kill_grace,
         )
@@ -338,13 +336,13 @@ class LocalProcessRunner:
         remove_quietly(att.paths.state, att.paths.spool)
         if att.paths.script is not None:
             remove_script(att.paths.script)
-        self._live.pop(attempt_key(att.handle.run_id, att.handle.attempt), None)
+        self._live.pop(att.key, None)
 
     # --- supervising -------------------------------------------------------------
 
     async def _supervise(self, att: Attempt) -> RunResult:
         att.supervised = True
-        key = attempt_key(att.handle.run_id, att.handle.attempt)
+        key = att.key
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(att.pump.run)
@@ -389,7 +387,7 @@ class LocalProcessRunner:
         att.pump.detach()
         if att.release is not None:
             att.release()
-        self._live.pop(attempt_key(att.handle.run_id, att.handle.attempt), None)
+        self._live.pop(att.key, None)
 
     def _finish(
         self,
@@ -434,14 +432,13 @@ class LocalProcessRunner:
     def _adopt(self, st: _statefile.AttemptState) -> RunHandle:
         """Take over a still-running attempt (watched by pidfd: it is not our spawner's child)."""
         paths = self._paths_of(st)
-        spool_fd = os.open(st.spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        kept = os.fstat(spool_fd).st_size
+        kept = _size(st.spool)
         handle = RunHandle(st.run_id, st.attempt, st.pid, st.started_at, Path(st.spool), True)
         att = Attempt(
             handle=handle,
             paths=paths,
             wall=self._wall,
-            pump=OutputPump(_reopen_pipe(st), spool_fd, st.output_cap, kept=kept),
+            pump=OutputPump(_reopen_pipe(st), st.spool, st.output_cap, kept=kept, fresh=False),
             deadline=st.deadline,
             kill_grace=st.kill_grace,
             start_ticks=st.start_ticks,
@@ -474,9 +471,7 @@ class LocalProcessRunner:
             state = Outcome.LOST
         else:
             state = Outcome.SUCCEEDED if exit_code == 0 else Outcome.FAILED
-        spool_fd = os.open(st.spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        kept = os.fstat(spool_fd).st_size
-        pump = OutputPump(None, spool_fd, st.output_cap, kept=kept)
+        pump = OutputPump(None, st.spool, st.output_cap, kept=_size(st.spool), fresh=False)
         if state is Outcome.LOST:
             note = "dcrond was not running when the attempt ended, and it left no exit status"
         else:
@@ -494,6 +489,14 @@ class LocalProcessRunner:
             finished_at=finished_at,
             note=note,
         )
+
+
+def _size(path: str) -> int:
+    """A spool's size (0 when the job printed nothing, so there is none)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _reopen_pipe(st: _statefile.AttemptState) -> int | None:

@@ -23,7 +23,8 @@ async def run(runner: LocalProcessRunner, spec: RunSpec, limit: float = 10) -> R
 
 
 def output(res: RunResult) -> bytes:
-    return res.spool_path.read_bytes()
+    """What the attempt printed (an attempt that printed nothing has no spool file)."""
+    return res.spool_path.read_bytes() if res.spool_path.exists() else b""
 
 
 async def test_exit_zero_succeeds_with_its_output_and_injected_wall_clock_times(
@@ -55,8 +56,14 @@ async def test_job_killed_by_a_signal_dcrond_did_not_send_fails_with_that_signal
     res = await run(runner, RunSpec("sig@1", command=f"kill -{sig.name[3:]} $$"))
     assert res.state is Outcome.FAILED
     assert (res.exit_code, res.signal) == (None, sig.value)
-    # the supervisor's "Killed"/"Segmentation fault" notices stay out of the output
+    # no shell's "Killed"/"Segmentation fault" notice lands in the output
     assert output(res) == b""
+
+
+async def test_attempt_that_prints_nothing_leaves_no_spool_file(runner: LocalProcessRunner) -> None:
+    res = await run(runner, RunSpec("quiet@1", command="true"))
+    assert res.state is Outcome.SUCCEEDED and res.output_bytes == 0
+    assert not res.spool_path.exists()
 
 
 async def test_missing_program_fails_with_the_shells_message(runner: LocalProcessRunner) -> None:

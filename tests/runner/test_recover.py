@@ -16,12 +16,17 @@ from tests.runner.conftest import kill_group, poll_until, reap
 NewDaemon = Callable[[], LocalProcessRunner]
 
 
+def printed(handle: RunHandle) -> bytes:
+    """What the attempt printed so far (its spool exists from the first byte)."""
+    return handle.spool_path.read_bytes() if handle.spool_path.exists() else b""
+
+
 async def start_then_crash(runner: LocalProcessRunner, spec: RunSpec, ready: bytes) -> RunHandle:
     """Start an attempt, wait for ``ready`` in its output, then drop the daemon's side of it."""
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             handle: RunHandle = await nursery.start(runner.run, spec)
-            await poll_until(lambda: ready in handle.spool_path.read_bytes())
+            await poll_until(lambda: ready in printed(handle))
             nursery.cancel_scope.cancel()  # the daemon dies: nothing is killed
     st = _procfs.read_stat(handle.pid)
     assert st is not None and not st.exited  # the attempt goes on without a daemon
@@ -137,7 +142,7 @@ async def test_kill_begun_before_the_restart_is_finished_by_the_next_daemon(
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             handle: RunHandle = await nursery.start(runner.run, spec)
-            await poll_until(lambda: b"up" in handle.spool_path.read_bytes())
+            await poll_until(lambda: b"up" in printed(handle))
             assert runner.kill("job@5")
             await trio.sleep(0.1)  # SIGTERM is out and recorded; the job ignores it
             nursery.cancel_scope.cancel()
