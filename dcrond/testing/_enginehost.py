@@ -135,6 +135,7 @@ class SimHost:
         on_applied: Callable[[SimHost, object, object], None],
         on_death: Callable[[SimHost, str], None],
         rpc_timeout: float,
+        hosts_view: Callable[[], tuple[Any, ...]] | None = None,
     ) -> None:
         self.name = name
         self.folder = folder
@@ -152,6 +153,7 @@ class SimHost:
         self._engine_options = engine_options
         self._on_applied = on_applied
         self._on_death = on_death
+        self._hosts_view = hosts_view
         self._rpc_timeout = rpc_timeout
         self.fake = FakeHost(wall_offset=BASE + skew)
         self.archive: list[FakeProcess] = []  #: processes whose key a later start reused
@@ -220,6 +222,8 @@ class SimHost:
         accepted = inspect.signature(Engine).parameters
         if "peer_call" in accepted:
             options["peer_call"] = self.peer_call
+        if "hosts" in accepted and self._hosts_view is not None:
+            options["hosts"] = self._hosts_view
         if "lease" in accepted and "lease" not in options:
             try:
                 lease_mod = importlib.import_module("dcrond.engine._lease")

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import random
 import sys
 import tempfile
@@ -291,6 +292,7 @@ class EngineSimulation:
                 engine_options={"grace": GRACE, "upload_retry": (0.1, 1.0)},
                 on_applied=self._on_applied,
                 on_death=self._on_death,
+                hosts_view=self._hosts_view,
                 rpc_timeout=cfg.rpc_timeout,
             )
         self._digest = hashlib.blake2b(digest_size=16)
@@ -329,6 +331,27 @@ class EngineSimulation:
             if value is not None:
                 parts.append(f"{attr}={value}")
         self.note(host.name, "applied " + " ".join(parts))
+
+    def _hosts_view(self) -> tuple[Any, ...]:
+        """The hosts as placement sees them: an ideal gossip view (alive while the daemon is up)."""
+        try:
+            view: Any = importlib.import_module("dcrond.placement").HostView
+        except (ImportError, AttributeError):
+            return ()
+        return tuple(
+            view(
+                name=h.name,
+                tags=tuple(sorted(h.tags.items())),
+                state="alive" if h.up else "dead",
+                in_raft=True,
+                free_slots=max(
+                    0,
+                    h.config.runner.slots
+                    - sum(1 for p in h.fake.processes.values() if p.result is None),
+                ),
+            )
+            for h in self.hosts.values()
+        )
 
     def _on_death(self, host: SimHost, what: str) -> None:
         self.note(host.name, f"daemon died: {what}")

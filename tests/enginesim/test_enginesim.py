@@ -29,33 +29,33 @@ from dcrond.testing._enginesim import (
     simulate_engines,
 )
 
-#: (d) cannot pass until the leader places attempts by tags (issue 5, item 1): today every
-#: attempt goes to the leader's own host (``Context.place``). Set to "" once it does.
-TAGS_PENDING = (
-    "the engine places every attempt on the leader's own host (Context.place returns "
-    "ctx.host), so attempts of role=db jobs run on role=web hosts; issue 5 item 1"
-)
+#: why (d) is expected to fail; "" since the leader places attempts by tags (``hosts``)
+TAGS_PENDING = ""
 
 _REFUSED_REPORT = (
     "(f) a follower's report the leader refuses (its raft.propose prechecks the command "
-    "and raises InvalidRequest, e.g. a RunFinished retried after its first try committed) "
-    "comes back as InvalidRequest from Replica.propose; Reporter.send does not catch it, "
+    "and raises InvalidRequest: a RunFinished retried after its first try committed, "
+    "'is already succeeded'; a RunStarted for a run already running, 'cannot start') "
+    "comes back as InvalidRequest from Replica.propose; Reporter does not catch it, "
     "engine.run dies, and the outbox makes every restart die the same way"
 )
-_FORBID_OVERLAP = (
-    "(c) a forbid job runs twice at once: the old leader's host started its attempt while "
-    "cut off (RunStarted not committed), the new leader's host saw the run only "
-    "'scheduled' and started the next instant"
+_UNPLACEABLE = (
+    "(a) a role=db run claimed while no role=db host is alive (run_unplaceable) stays "
+    "'scheduled' with no host for good: never placed later nor ended as skipped"
 )
-
-_BOTH = f"{_FORBID_OVERLAP}; and {_REFUSED_REPORT}"
+_FORBID_LATE = (
+    "(c) a forbid job runs twice at once: an attempt started late (its host was cut off "
+    "or its claim re-placed) while the job's next instant already ran on another host"
+)
 
 #: seeds the current engine fails (checks a-c, e, f), with what they found (see the module doc)
 KNOWN_FAILURES: dict[int, str] = {
-    0: _FORBID_OVERLAP,
-    1: _REFUSED_REPORT,
-    3: _BOTH,
-    10: _FORBID_OVERLAP,
+    0: f"{_UNPLACEABLE}; {_REFUSED_REPORT}",
+    1: f"{_UNPLACEABLE}; {_REFUSED_REPORT} ((e): h4, crash-looping, has no table)",
+    2: f"{_UNPLACEABLE}; {_REFUSED_REPORT} ((e): h3, crash-looping, has no table)",
+    3: _REFUSED_REPORT,
+    5: f"{_FORBID_LATE}; {_REFUSED_REPORT}",
+    6: _REFUSED_REPORT,
 }
 
 _NOT_TAGS = tuple(c for c in CHECKS if c != "d_tags")
