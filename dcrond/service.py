@@ -48,6 +48,7 @@ from dcrond.store import (
     unwrap,
 )
 from dcrond.store._blobs import Blobs
+from dcrond.store._results import encode_result, rejected_from
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
@@ -277,7 +278,14 @@ class Service:
         if not isinstance(data, bytes) or not data:
             raise InvalidRequest("raft.propose: data must be an encoded command")
         cmd = decode(data)  # refuse garbage before it takes a log entry
-        self.replica.store.precheck(cmd, max_script_bytes=self.config.jobs.max_script_bytes)
+        try:
+            self.replica.store.precheck(cmd, max_script_bytes=self.config.jobs.max_script_bytes)
+        except InvalidRequest as exc:
+            # The answer apply would give, in the form apply gives it: a Rejected result the
+            # follower's Replica.propose returns, as it does on the leader. Raised, it reached
+            # the follower's engine as an exception -- a RunStarted or RunFinished sent again
+            # after its first copy committed (a leader change, a restart) stopped the daemon.
+            return encode_result(rejected_from(exc))
         return await self.replica.propose_forwarded(data)
 
     async def engine_heartbeat(self, params: dict[str, Any]) -> Any:
