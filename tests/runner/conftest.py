@@ -61,7 +61,7 @@ def work_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def runner(work_dir: Path, daemon_env: dict[str, str]) -> Iterator[LocalProcessRunner]:
-    """A real runner; every process group it left running is killed afterwards, then it is closed."""
+    """A real runner; every process group it left running is killed afterwards; then closed."""
     r = LocalProcessRunner(work_dir, wall_clock=wall, daemon_env=daemon_env)
     yield r
     for h in r.running():

@@ -26,7 +26,11 @@ async def start_then_crash(runner: LocalProcessRunner, spec: RunSpec, ready: byt
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             handle: RunHandle = await nursery.start(runner.run, spec)
-            await poll_until(lambda: ready in printed(handle))
+            try:
+                await poll_until(lambda: ready in printed(handle))
+            except BaseException:
+                kill_group(handle.pid)  # a failing test leaves no job behind
+                raise
             nursery.cancel_scope.cancel()  # the daemon dies: nothing is killed
     st = _procfs.read_stat(handle.pid)
     assert st is not None and not st.exited  # the attempt goes on without a daemon
