@@ -11,20 +11,21 @@ in one run, one after the other (never two at once), in this process:
 1. **floor**: this process spins to an instant and calls ``subprocess.Popen``
    on the program (the cost of a start from Python, nothing else); also the
    time of one ``Popen(["/bin/true"])`` call; and **the runner alone**: the
-   same spin, then ``LocalProcessRunner.run`` (its supervisor shell and
-   bookkeeping, without the engine), one at a time and ``--burst`` back to
-   back;
+   same spin, then ``LocalProcessRunner.run`` (its spawner and bookkeeping,
+   without the engine), one at a time and ``--burst`` at one instant (one
+   task each, as the engine starts them);
 2. **APScheduler 3.x** (``BackgroundScheduler``, cron trigger every second,
    its default thread pool): the lag of its callbacks, and of a callback that
    starts the program;
 3. **dcrond**: a one-voter Raft log (fsync on), the real job table,
    ``LocalProcessRunner`` and ``file://`` storage in a temp dir, and the
    ``Engine``; a job every second for ``--seconds`` (a script job whose
-   interpreter is the program: supervisor + program, as docs/runs.md
-   measures);
+   interpreter is the program, as docs/runs.md measures);
 4. **burst**: ``--burst`` jobs due in the same second, for dcrond and for
    APScheduler (callbacks, and callbacks that start the program): p50, p99,
-   and max (when the last one started);
+   and max (when the last one started); for the runner alone and dcrond
+   also the CPU per start of the daemon (this process), of the runner's
+   spawner, and of the jobs (which the spawner reaps);
 5. **table**: ``--table`` more jobs in the table (1,440 different
    schedules in 3 zones, none due during the bench, a tenth paused), the
    engine restarted: how long the scheduler takes to load them, whether the
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -136,6 +138,37 @@ def spin_until(instant: float) -> None:
     """Busy-wait to ``instant`` (the floor must not pay for a timer's wake-up)."""
     while time.time() < instant:
         pass
+
+
+def cpu_self() -> float:
+    """CPU seconds of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_of(pid: int | None) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of a process, from /proc (0, 0 if gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+class CpuMeter:
+    """CPU per start of the daemon, the spawner and the jobs, over one burst."""
+
+    def __init__(self, spawner: int | None) -> None:
+        self.spawner = spawner
+        self.start = (cpu_self(), *cpu_of(spawner))
+
+    def per_start(self, n: int) -> tuple[float, float, float]:
+        """(daemon, spawner, jobs) ms per start since creation."""
+        now = (cpu_self(), *cpu_of(self.spawner))
+        d, s, j = (b - a for a, b in zip(self.start, now, strict=True))
+        return d / n * 1000, s / n * 1000, j / n * 1000
 
 
 # --- 1. the floor ---------------------------------------------------------------------
@@ -251,7 +284,7 @@ async def wait_lines(path: Path, n: int, timeout: float) -> None:
         await trio.sleep(0.1)
 
 
-async def runner_alone(program: Path, folder: Path, *, n: int, burst: int) -> dict[str, Lags]:
+async def runner_alone(program: Path, folder: Path, *, n: int, burst: int) -> dict[str, Any]:
     """The runner without the engine: spin to an instant, ``LocalProcessRunner.run``.
 
     ``n`` single starts 50 ms apart, then ``burst`` started back to back at one
@@ -260,24 +293,33 @@ async def runner_alone(program: Path, folder: Path, *, n: int, burst: int) -> di
     runner = LocalProcessRunner(folder / "runner-work")
     script = folder / "empty-script"
     script.write_bytes(b"")
-    out: dict[str, Lags] = {}
-    for name, count, apart in (("one", n, 0.05), ("burst", burst, 0.0)):
-        fire_out = folder / f"runner-{name}.out"
-        instant = math.ceil(time.time()) + 1.0
-        async with trio.open_nursery() as nursery:
-            for i in range(count):
-                at = instant + i * apart
-                tag = format_instant(round(at * 1000))
-                await trio.sleep_until(trio.current_time() + (at - time.time()) - 0.002)
-                spin_until(at)
-                spec = RunSpec(
-                    run_id=f"{name}{i}@{tag}",
-                    script=script,
-                    interpreter=str(program),
-                    env={"FIRE_OUT": str(fire_out), "DCROND_SCHEDULED_AT": tag},
-                )
-                await nursery.start(runner.run, spec)
-        out[name] = lags_of(fire_out)
+    out: dict[str, Any] = {}
+    try:
+        for name, count, apart in (("one", n, 0.05), ("burst", burst, 0.0)):
+            fire_out = folder / f"runner-{name}.out"
+            instant = math.ceil(time.time()) + 1.0
+            meter = CpuMeter(runner.spawner_pid)
+            async with trio.open_nursery() as nursery:
+                for i in range(count):
+                    at = instant + i * apart
+                    tag = format_instant(round(at * 1000))
+                    if i == 0 or apart:
+                        await trio.sleep_until(trio.current_time() + (at - time.time()) - 0.002)
+                        spin_until(at)
+                    spec = RunSpec(
+                        run_id=f"{name}{i}@{tag}",
+                        script=script,
+                        interpreter=str(program),
+                        env={"FIRE_OUT": str(fire_out), "DCROND_SCHEDULED_AT": tag},
+                    )
+                    if apart:
+                        await nursery.start(runner.run, spec)
+                    else:  # the burst: every start requested at the instant
+                        nursery.start_soon(runner.run, spec)
+            out[name] = lags_of(fire_out)
+            out[f"{name}_cpu"] = meter.per_start(count)
+    finally:
+        runner.close()
     return out
 
 
@@ -296,9 +338,11 @@ async def dcrond_lags(
         blobs = Blobs((data / "objects").as_uri(), cache_dir=data / "cache")
         assert await blobs.put_script(b"") == EMPTY_SHA
 
+        runners: list[LocalProcessRunner] = []
+
         async def start_engine(nursery: trio.Nursery) -> Engine:
-            runner = LocalProcessRunner(data / "work")
-            engine = Engine(replica, runner, blobs, config, host="bench")
+            runners.append(LocalProcessRunner(data / "work"))
+            engine = Engine(replica, runners[-1], blobs, config, host="bench")
             await nursery.start(engine.run)
             return engine
 
@@ -327,8 +371,10 @@ async def dcrond_lags(
             created = time.perf_counter() - t0
             if time.time() > at.timestamp() - 1:
                 print(f"warning: creating {burst} jobs took {created:.1f} s; the burst is late")
-            await trio.sleep_until(trio.current_time() + at.timestamp() - time.time())
+            await trio.sleep_until(trio.current_time() + at.timestamp() - time.time() - 0.05)
+            meter = CpuMeter(runners[-1].spawner_pid)
             await wait_lines(burst_out, burst, 30)
+            results["burst_cpu"] = meter.per_start(burst)
             results["burst"] = lags_of(burst_out)
             # 5. a big table, the engine restarted while a job fires every second
             if table:
@@ -350,6 +396,7 @@ async def dcrond_lags(
                 )
                 results["table_create_s"] = time.perf_counter() - t0
                 await engine.shutdown()
+                runners[-1].close()
                 tick_out.rename(folder / "tick.before")
                 await pause("tick", False)
                 resumed = time.time()
@@ -369,6 +416,7 @@ async def dcrond_lags(
                 results["skipped"] = (instants[-1] - math.floor(resumed)) - len(instants)
                 results["doubled"] = len(lags) - len(instants)
             await engine.shutdown()
+            runners[-1].close()
             nursery.cancel_scope.cancel()
     return results
 
@@ -429,6 +477,14 @@ def main() -> None:
         f"(APScheduler+Popen: {len(a)} started, the last {max(a):.0f} ms after; the runner "
         f"alone, back to back: the last {max(alone['burst']):.0f} ms after)"
     )
+    for name, (d, sp, j) in (
+        ("runner alone", alone["burst_cpu"]),
+        ("dcrond", ours["burst_cpu"]),
+    ):
+        print(
+            f"CPU per start in the burst, {name}: daemon {d:.2f} ms, spawner {sp:.2f} ms, "
+            f"jobs {j:.2f} ms (total {d + sp + j:.2f} ms; {os.cpu_count()} CPUs)"
+        )
     if args.table:
         t50, t99, _ = quantiles(ours["table"])
         print(

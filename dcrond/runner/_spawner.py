@@ -4,41 +4,53 @@ Theory of operation
 -------------------
 
 This file is a standalone program (``python -I -S _spawner.py FD``): it
-imports only built-in modules — not trio, not dcrond — so it starts in
-~15 ms and, being small, forks in a fraction of a millisecond. The runner
+imports only built-in modules — not trio, not dcrond, not even
+``typing`` — so it starts in ~15 ms and, being small, forks cheaply. The runner
 starts it once, in its own session, with one end of a ``SOCK_SEQPACKET``
 socketpair as descriptor ``FD``; every packet is one ``marshal``-encoded
 tuple (both ends run the same interpreter, and trust each other).
 
 Requests (daemon -> spawner), with descriptors passed by ``SCM_RIGHTS``:
 
-- ``("spawn", id, argv, env, cwd, creds, nofile, state_path, record)`` with
-  the output pipe's write end and read end. ``creds`` is ``None`` or
-  ``(uid, gid, groups)``; ``nofile`` the soft open-files limit to give back
-  (``-1``: leave it). A request too big for one packet comes as
-  ``("big",)`` with a memfd holding the encoded request as a third
-  descriptor.
+- ``("spawn", id, argv, env, PATH, cwd, creds, nofile, state_path,
+  record)`` with the output pipe's write end and read end. ``env`` is a
+  list of ``b"K=V"``; ``creds`` is ``None`` or ``(uid, gid, groups)``;
+  ``nofile`` the soft open-files limit the job gets back (``-1``: leave
+  it); ``record`` the attempt's state record without the fields only the
+  spawner knows. A request too big for one packet comes as ``("big",)``
+  with a memfd holding the encoded request as a third descriptor.
 
 Replies (spawner -> daemon):
 
-- ``("pid", id, pid)`` right after the fork, without waiting for the exec;
-- ``("error", id, errno, text)`` when the fork itself failed (nothing runs);
-- ``("exited", id, exit_code, signal, pid)`` once the job has ended, *after* its
-  status was appended to its state file.
+- ``("pid", id, pid)`` once the job is exec'd and its record written;
+- ``("error", id, errno, text)`` when no process could be made (nothing runs);
+- ``("exited", id, exit_code, signal, pid)`` once the job has ended, *after*
+  its status was appended to its state file.
 
-The child does everything up to the exec in Python: ``setsid`` (so the
-job's pid is its process group and session id), appends the attempt's
-record to its state file (``_statefile``; the daemon sends the record
-without the fields only the child knows: pid, start time, which descriptor
-of ours holds the pipe), points stdin at /dev/null and stdout and stderr at
-the pipe, drops privileges (``setgroups``, ``setgid``, ``setuid``), changes
-to the working dir, restores the original soft ``RLIMIT_NOFILE``, resets
-the signals Python ignores, and ``execve``s the program, searching the job's
-``PATH`` like ``execvp``. A failure before the exec writes a
-``[dcrond: …]`` line into the job's output and exits with the shell's code:
-2 when the working dir cannot be entered, 127 when the program is not
-found, 126 when it cannot be executed (or the user cannot be switched to).
-Every descriptor of ours is close-on-exec, so the job gets exactly 0, 1, 2.
+**Starting.** A job of the daemon's own user is started with
+``_posixsubprocess.fork_exec`` — what ``subprocess`` uses, here without
+``Popen``'s bookkeeping — which *vfork*s: no page tables are copied and
+the child runs only C code up to the exec (``setsid``, so the job's pid is
+its process group and session id; stdin on /dev/null, stdout and stderr on
+the pipe; the working dir; SIGPIPE and SIGXFSZ back to default), so a
+start costs about what ``Popen`` costs from a small process. It searches
+the job's ``PATH`` like ``execvp``. The soft ``RLIMIT_NOFILE`` is lowered
+to the original around the call (the spawner inherits the daemon's raised
+limit: it holds a pipe per running job), so the job sees the original from
+its first instruction. ``fork_exec`` returns once the child has exec'd
+or failed; a failure before the exec is reported through its error pipe,
+and the spawner writes a ``[dcrond: …]`` line into the job's output and
+records the shell's code: 2 when the working dir cannot be entered, 127
+when the program is not found, 126 when it cannot be executed. A job of
+another user (the daemon is root) is forked in Python instead
+(``_child``): ``fork_exec`` would enter the working dir before dropping
+privileges, and it cannot vfork there anyway; the child drops them
+(``setgroups``, ``setgid``, ``setuid``), then enters the dir, so a dir the
+user may not enter fails the attempt as it would in a shell. Either way the
+spawner then appends the attempt's record to its state file (``_statefile``:
+the daemon's part, plus the job's pid and start time, and which descriptor
+of ours holds the pipe) and replies with the pid. Every descriptor of ours
+is close-on-exec, so the job gets exactly 0, 1, 2.
 
 The spawner keeps the pipe's read end while the job runs (never reading
 it): if the daemon dies, the job never gets SIGPIPE, and a new daemon opens
@@ -115,6 +127,53 @@ def _failure(report: bytes, prog: str, cwd: str) -> tuple[str, int]:
     if err in (errno.ENOENT, errno.ENOTDIR):
         return f"{prog}: not found", 127
     return f"cannot run {prog}: {why}", 126
+
+
+def _child(req: Request, executables: tuple[bytes, ...], out_w: int, devnull: int) -> int:
+    """In a forked child: become the job's user, then exec; returns an exit code on failure."""
+    _op, _rid, argv, env, _path, cwd, creds, nofile, _state, _record = req
+
+    def say(text: str) -> None:
+        try:  # noqa: SIM105 (no contextlib: it would slow the start)
+            os.write(1, f"[dcrond: {text}]\n".encode(errors="replace"))
+        except OSError:
+            pass
+
+    os.setsid()
+    os.dup2(devnull, 0)
+    os.dup2(out_w, 1)
+    os.dup2(out_w, 2)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    if nofile >= 0:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+    uid, gid, groups = creds
+    try:
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+    except OSError as e:
+        say(f"cannot switch to uid {uid}: {os.strerror(e.errno or 0)}")
+        return 126
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        say(f"can't cd to {cwd}: {os.strerror(e.errno or 0)}")
+        return 2
+    environ = dict(item.split(b"=", 1) for item in env)
+    error: OSError | None = None
+    for exe in executables:
+        try:
+            os.execve(exe, argv, environ)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR) and error is None:
+                error = e
+    if error is None:
+        say(f"{argv[0]}: not found")
+        return 127
+    say(f"cannot run {argv[0]}: {os.strerror(error.errno or 0)}")
+    return 126
 
 
 class Spawner:
@@ -206,10 +265,10 @@ class Spawner:
         return found
 
     def spawn(self, req: Request, out_w: int, out_r: int) -> None:
-        _op, rid, argv, env, path, cwd, creds, nofile, state_path, record = req
-        uid = gid = groups = None
+        _op, rid, argv, env, path, cwd, creds, nofile, _state, _record = req
         if creds is not None:
-            uid, gid, groups = creds
+            self.spawn_as(req, out_w, out_r)
+            return
         err_r, err_w = os.pipe()
         lowered = 0 <= nofile < self.nofile[0]
         try:
@@ -222,7 +281,7 @@ class Spawner:
             pid = _posixsubprocess.fork_exec(
                 argv, self.executables(argv[0], path), False, (), cwd, env,
                 self.devnull, -1, -1, out_w, -1, out_w, err_r, err_w,
-                True, True, -1, gid, groups, uid, -1, None, True,  # type: ignore[arg-type]
+                True, True, -1, None, None, None, -1, None, True,  # type: ignore[arg-type]
             )  # fmt: skip
         except OSError as e:
             os.close(out_w)
@@ -245,6 +304,35 @@ class Spawner:
             except OSError:
                 pass
         os.close(out_w)
+        self.started(req, pid, out_r, code=code)
+
+    def spawn_as(self, req: Request, out_w: int, out_r: int) -> None:
+        """Start a job as another user: fork, and in the child switch user, *then* enter its dir.
+
+        ``fork_exec`` would enter the working dir before dropping privileges
+        (and cannot vfork here anyway), so this child does it in Python.
+        """
+        rid, argv, path = req[1], req[2], req[4]
+        executables = self.executables(argv[0], path)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            os.close(out_w)
+            os.close(out_r)
+            self.send(("error", rid, e.errno or 0, f"cannot start a process: {e.strerror}"))
+            return
+        if pid == 0:
+            code = 126
+            try:
+                code = _child(req, executables, out_w, self.devnull)
+            finally:
+                os._exit(code)
+        os.close(out_w)
+        self.started(req, pid, out_r)
+
+    def started(self, req: Request, pid: int, out_r: int, *, code: int | None = None) -> None:
+        """Record a started job and tell the daemon its pid."""
+        rid, state_path, record = req[1], req[8], req[9]
         try:
             fd = os.open(state_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             try:

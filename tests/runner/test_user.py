@@ -81,3 +81,17 @@ async def test_script_of_a_job_running_as_nobody_is_readable_by_it_and_removed_a
     uid, folder = res.spool_path.read_text().split()
     assert int(uid) == pwd.getpwnam("nobody").pw_uid
     assert not (Path(tempfile.gettempdir()) / folder).exists()
+
+
+@pytest.mark.root
+@needs_root
+async def test_working_dir_is_entered_as_the_user_so_a_private_one_fails_the_attempt(
+    runner: LocalProcessRunner, tmp_path: Path
+) -> None:
+    private = tmp_path / "root-only"
+    private.mkdir(mode=0o700)
+    spec = RunSpec("who@3", command="pwd", user="nobody", working_dir=str(private))
+    with trio.fail_after(10):
+        res = await runner.run(spec)
+    assert (res.state, res.exit_code) == (Outcome.FAILED, 2)
+    assert f"can't cd to {private}: Permission denied".encode() in res.spool_path.read_bytes()
