@@ -108,6 +108,8 @@ class ClusterConfig:
     #: a host that could not reach the leader this long stops the attempts that
     #: could otherwise run twice; the leader calls them lost a little later
     lease_s: float = 10.0
+    #: a run no host can take (no match, or all full) waits this long, then is skipped
+    placement_wait_s: float = 60.0
     #: join secret: gossip is encrypted with a key derived from it, and zeroconf
     #: announces only an HMAC tag of it (empty: gossip in clear, for one host or a lab)
     secret: str = ""
@@ -141,7 +143,8 @@ class StorageConfig:
     endpoint_url: str = ""  #: S3-compatible endpoint or Swift proxy; empty: AWS
     region: str = ""  #: signing region; empty: botocore's default
     profile: str = ""  #: profile of the shared AWS credentials/config files
-    part_bytes: int = 8 * 1024 * 1024  #: multipart upload part size (S3 minimum: 5 MiB)
+    #: multipart upload part size, 5 MiB to 5 GiB; 0: 8 MiB on S3, 32 MiB on Swift
+    part_bytes: int = 0
     parts_in_flight: int = 4  #: parts uploaded at once (memory: ~2 x parts x part_bytes)
     timeout_s: float = 120.0  #: deadline of one storage call, plus its size at 256 KiB/s
     #: a running attempt's log goes up in pieces: after this many seconds with new output
@@ -154,6 +157,11 @@ class StorageConfig:
             raise ConfigError("storage.log_chunk_interval_s: must be >= 0 (0 turns pieces off)")
         if self.log_chunk_bytes < 1:
             raise ConfigError("storage.log_chunk_bytes: must be >= 1")
+        if self.part_bytes != 0 and not 5 * 2**20 <= self.part_bytes <= 5 * 2**30:
+            raise ConfigError(
+                "storage.part_bytes: must be 0 (the default of the URL's scheme) "
+                f"or 5 MiB to 5 GiB (5242880 to 5368709120), got {self.part_bytes}"
+            )
 
 
 @final
@@ -404,6 +412,8 @@ def load_config(
             "cluster.heartbeat_s must be > 0 and at most a third of cluster.lease_s "
             f"(got {config.cluster.heartbeat_s:g} and {config.cluster.lease_s:g})"
         )
+    if config.cluster.placement_wait_s < 0:
+        raise ConfigError("cluster.placement_wait_s must be >= 0")
     _check_discovery(config.discovery)
     _check_tls(config)
     _check_tags_fit(config)

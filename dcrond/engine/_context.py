@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
@@ -139,7 +139,14 @@ class Context:
 
     # --- placement and proposals (the seams of issue 5) ----------------------------
 
-    def place(self, job: str, *, avoid: str | None = None, only: str | None = None) -> Where:
+    def place(
+        self,
+        job: str,
+        *,
+        avoid: str | None = None,
+        only: str | None = None,
+        refused: Collection[str] = (),
+    ) -> Where:
         """The hosts new runs (or the next attempt) of ``job`` go to, or why there are none.
 
         One host (no ``hosts`` view): this host. In a cluster the job's tags,
@@ -150,7 +157,8 @@ class Context:
         host's worker sees the overlap and applies the policy. ``avoid``
         (the host of a failed attempt) is left out when another host can
         take the run; ``only`` restricts the choice to one host (the next
-        attempt of a per-host run).
+        attempt of a per-host run); ``refused`` are hosts that just refused
+        this run (no free slot).
         """
         found = _table.job_spec(self.store, job)
         on: Any = "any" if found is None else found[1].get("on", "any")
@@ -172,6 +180,7 @@ class Context:
             }
         if only is not None:
             exclude.update({v.name: "is not this run's host" for v in views if v.name != only})
+        exclude.update(dict.fromkeys(refused, "refused it (no free slot)"))
         req = Requirements(tags=spec.get("tags") or {}, on=on)
         if spec["concurrency"] != "allow" and not per_host:
             for other in _table.active_hosts_of(self.store, job):

@@ -51,6 +51,8 @@ from dcrond.store import (
     ResumeJob,
     RunFinished,
     RunLost,
+    RunPlaced,
+    RunRefused,
     RunScheduled,
     RunSkipped,
     RunStarted,
@@ -73,7 +75,15 @@ KILL_SLACK: Final = 30.0
 #: how long a call to another host's engine may take (a log read, say)
 PEER_TIMEOUT: Final = 5.0
 _JOB_COMMANDS: Final = (CreateJob, UpdateJob, DeleteJob, PauseJob, ResumeJob)
-_RUN_COMMANDS: Final = (RunScheduled, RunStarted, RunFinished, RunSkipped, RunLost)
+_RUN_COMMANDS: Final = (
+    RunScheduled,
+    RunStarted,
+    RunFinished,
+    RunSkipped,
+    RunLost,
+    RunRefused,
+    RunPlaced,
+)
 _ENDED_ATTEMPT: Final = frozenset({"succeeded", "failed", "timed_out", "killed", "lost", "skipped"})
 
 
@@ -281,19 +291,22 @@ class Engine:
             if not isinstance(result, Applied):
                 return
             run = result.value
-            if isinstance(cmd, RunScheduled):
-                if cmd.host == self._host:
-                    self._worker.arm(
-                        Claim(
-                            cmd.run_id,
-                            cmd.job,
-                            cmd.job_version,
-                            cmd.scheduled_at,
-                            str(run["reason"]),
-                            cmd.attempt,
-                            cmd.host,
-                        )
-                    )
+            if isinstance(cmd, RunScheduled | RunRefused | RunPlaced):
+                claim = Claim(
+                    cmd.run_id,
+                    str(run["job"]),
+                    int(run["job_version"]),
+                    _table.iso_ms(run["scheduled_at"]),
+                    str(run["reason"]),
+                    cmd.attempt,
+                    None if isinstance(cmd, RunRefused) else cmd.host,
+                )
+                if claim.host == self._host:
+                    self._worker.arm(claim)
+                elif claim.host is None:  # nobody could take it, or its host refused it
+                    claimed_at = _table.iso_ms(run["attempts"][cmd.attempt - 1]["claimed_at"])
+                    refused_by = cmd.host if isinstance(cmd, RunRefused) else None
+                    self._leader.unplaced(claim, claimed_at, refused_by)
             elif isinstance(cmd, RunFinished | RunLost | RunSkipped):
                 if isinstance(cmd, RunLost):
                     self._worker.superseded(cmd.run_id, cmd.attempt)

@@ -58,7 +58,7 @@ from dcrond.engine import _table
 from dcrond.engine._context import Context, Where
 from dcrond.engine._lease import LeaderLeases
 from dcrond.engine._policy import prune_limits
-from dcrond.engine._table import ScheduleRow
+from dcrond.engine._table import Claim, ScheduleRow
 from dcrond.errors import InvalidRequest
 from dcrond.schedule import parse
 from dcrond.scheduler import Due, JobTiming, SchedulerCore
@@ -69,6 +69,7 @@ from dcrond.store import (
     Rejected,
     Result,
     RunLost,
+    RunPlaced,
     RunScheduled,
     RunSkipped,
     make_run_id,
@@ -91,6 +92,10 @@ LOOKAHEAD: Final = 1.0
 CLAIM_COST: Final = 0.0006
 #: how long a claim keeps trying when no leader takes it (the next leader claims it anyway)
 CLAIM_PATIENCE: Final = 5.0
+#: how often the leader tries again to place runs no host took
+PLACE_RETRY: Final = 0.2
+#: for how long a host that refused a run is not asked again for it (s)
+REFUSAL_MEMORY: Final = 1.0
 
 
 @final
@@ -102,6 +107,15 @@ class _RetryDue:
     job: str
     job_version: int
     scheduled_at: int
+
+
+@dataclass(slots=True)
+class _Unplaced:
+    """A claimed attempt waiting for a host, and who refused it lately."""
+
+    claim: Claim
+    deadline: int  #: ms: then it is skipped
+    refused: dict[str, float]  #: host -> when it refused (trio clock)
 
 
 @final
@@ -125,6 +139,9 @@ class Leader:
         self._prune: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._leases: LeaderLeases | None = None  #: while leading, with leases on
+        #: claimed attempts with no host: run id -> (attempt, deadline ms, {host: refused at})
+        self._unplaced: dict[str, _Unplaced] = {}
+        self._unplaced_wake = trio.Event()
         self._declared: set[tuple[str, int]] = set()  #: attempts this term declared lost
         self.load_seconds: float | None = None  #: how long the last load of the heap took
 
@@ -173,6 +190,19 @@ class Leader:
         self._leases.heard(host, trio.current_time())
         return True
 
+    def unplaced(self, claim: Claim, claimed_at: int, refused_by: str | None = None) -> None:
+        """A claimed attempt has no host (claimed so, or its host refused it): place it."""
+        if self._core is None:
+            return
+        item = self._unplaced.get(claim.run_id)
+        if item is None or item.claim.attempt != claim.attempt:
+            wait_ms = int(self._ctx.config.cluster.placement_wait_s * 1000)
+            deadline = max(claim.scheduled_at, claimed_at) + wait_ms
+            item = self._unplaced[claim.run_id] = _Unplaced(claim, deadline, {})
+        if refused_by is not None:
+            item.refused[refused_by] = trio.current_time()
+        self._unplaced_wake.set()
+
     def quiet(self, host: str) -> bool:
         """The leader has missed ``host``'s heartbeats for over a lease: place nothing there."""
         leases = self._leases
@@ -208,6 +238,7 @@ class Leader:
                     nursery.start_soon(self._retry_loop)
                     nursery.start_soon(self._dependents_loop)
                     nursery.start_soon(self._retention_loop)
+                    nursery.start_soon(self._placement_loop)
             finally:
                 self._nursery = None
                 self._core = None
@@ -248,6 +279,11 @@ class Leader:
                         }
                     )
         self._prune = set()
+        self._unplaced = {}
+        for claim, claimed_at in _table.unplaced_claims(store):
+            wait_ms = int(self._ctx.config.cluster.placement_wait_s * 1000)
+            deadline = max(claim.scheduled_at, claimed_at) + wait_ms
+            self._unplaced[claim.run_id] = _Unplaced(claim, deadline, {})
 
     # --- claims on schedule ------------------------------------------------------------------
 
@@ -459,7 +495,7 @@ class Leader:
             )
             result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
             if isinstance(result, Applied) and host is None:
-                await self._unplaceable(run_id, where.why)
+                log.info("run_unplaced run=%s reason=%r", run_id, where.why)
             results.append((run_id, result))
 
         if len(targets) == 1:
@@ -504,6 +540,50 @@ class Leader:
             )
         else:
             self._declared.discard((run_id, attempt))  # look again at the next round
+
+    async def _placement_loop(self) -> None:
+        """Place the claimed attempts that have no host; skip those past their deadline.
+
+        A host that refused a run (no free slot) is not asked again for it
+        for ``REFUSAL_MEMORY`` seconds; until the deadline (``[cluster]
+        placement_wait_s`` after the instant or the claim) the leader keeps
+        trying every ``PLACE_RETRY`` seconds, then skips the run with the
+        placement's reason.
+        """
+        ctx = self._ctx
+        while True:
+            if not self._unplaced:
+                self._unplaced_wake = trio.Event()
+                await self._unplaced_wake.wait()
+                continue
+            now = trio.current_time()
+            for run_id, item in sorted(self._unplaced.items()):
+                current = _table.current_attempt(ctx.store, run_id)
+                if current is None or current[1:] != (item.claim.attempt, "scheduled", None):
+                    del self._unplaced[run_id]  # placed, ended or superseded meanwhile
+                    continue
+                recent = {h for h, at in item.refused.items() if now - at < REFUSAL_MEMORY}
+                pinned = run_host(run_id)
+                where = ctx.place(item.claim.job, only=pinned, refused=recent)
+                if where.host is not None:
+                    del self._unplaced[run_id]
+                    cmd = RunPlaced(
+                        **ctx.replica.stamp(self._actor),  # type: ignore[arg-type]
+                        run_id=run_id,
+                        attempt=item.claim.attempt,
+                        host=where.host,
+                    )
+                    result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+                    if isinstance(result, Applied):
+                        log.info("run_placed run=%s host=%s", run_id, where.host)
+                elif ctx.clock.now_ms() >= item.deadline:
+                    del self._unplaced[run_id]
+                    wait = ctx.config.cluster.placement_wait_s
+                    why = where.why or "every host that could run it is busy"
+                    await self._unplaceable(run_id, f"none within {wait:g}s: {why}")
+            self._unplaced_wake = trio.Event()
+            with trio.move_on_after(PLACE_RETRY):
+                await self._unplaced_wake.wait()
 
     async def _unplaceable(self, run_id: str, why: str) -> None:
         """End a run claimed with no host: no host can run it (the reason says why)."""
@@ -563,7 +643,7 @@ class Leader:
         )
         result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
         if isinstance(result, Applied) and host is None:
-            await self._unplaceable(item.run_id, why)
+            log.info("run_unplaced run=%s reason=%r", item.run_id, why)
         if isinstance(result, Applied):
             ctx.counters.retries += 1
             log.info("run_retry_claimed run=%s attempt=%d", item.run_id, item.next_attempt)

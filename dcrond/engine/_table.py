@@ -133,6 +133,18 @@ def claims_on(store: JobStore, host: str) -> list[Claim]:
     return [Claim(*r) for r in rows]
 
 
+def unplaced_claims(store: JobStore) -> list[tuple[Claim, int]]:
+    """Claimed attempts with no host (nobody could take them, or their host refused),
+    with the time each was claimed (ms)."""
+    rows = store.db.execute(
+        "SELECT r.id, r.job, r.job_version, r.scheduled_at, r.reason, r.attempts, a.host, "
+        "a.claimed_at FROM runs r JOIN attempts a ON a.run_id = r.id AND a.attempt = r.attempts "
+        "WHERE r.state = 'scheduled' AND a.state = 'scheduled' AND a.host IS NULL "
+        "ORDER BY r.scheduled_at, r.id"
+    )
+    return [(Claim(*r[:7]), r[7]) for r in rows]
+
+
 def running_on(store: JobStore, host: str) -> list[tuple[str, int]]:
     """(run id, attempt) of every run the table says is running on ``host``."""
     rows = store.db.execute(

@@ -50,7 +50,7 @@ from dcrond.engine._reports import Reporter, job_of
 from dcrond.engine._table import Claim
 from dcrond.errors import InvalidRequest, StorageError
 from dcrond.runner import RunHandle, RunSpec
-from dcrond.store import make_run_id
+from dcrond.store import RunRefused, make_run_id, run_host
 from dcrond.store._blobs import log_key
 
 log = logging.getLogger("dcrond.engine")
@@ -367,6 +367,9 @@ class Worker:
                 await wait_any([own, self._renewed])
                 continue
             if not self._slots.try_take():
+                if self._may_refuse(claim):  # another host may have a slot: the leader asks it
+                    await self._refuse(claim)
+                    return
                 await wait_any([own, self._slots.freed()])
                 continue
             if not ctx.clock.spin_until(start_at):
@@ -375,6 +378,27 @@ class Worker:
             break
         self._pending.pop((claim.run_id, claim.attempt), None)  # from here on it is live
         await self._run(claim, prepared)
+
+    def _may_refuse(self, claim: Claim) -> bool:
+        """A full host refuses a run when another host might take it (not a per-host run)."""
+        ctx = self._ctx
+        if ctx.hosts is None or run_host(claim.run_id) is not None:
+            return False
+        return any(v.name != ctx.host and v.state == "alive" and v.in_raft for v in ctx.hosts())
+
+    async def _refuse(self, claim: Claim) -> None:
+        """Tell the leader (through the log) this host will not start the claim; never start it."""
+        ctx = self._ctx
+        reason = f"no free slot ({self._slots.used} of {self._slots.total} running)"
+        log.info("run_refused run=%s attempt=%d reason=%r", claim.run_id, claim.attempt, reason)
+        cmd = RunRefused(
+            **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
+            run_id=claim.run_id,
+            attempt=claim.attempt,
+            host=ctx.host,
+            reason=reason,
+        )
+        await ctx.propose(cmd)
 
     def _claimed_spec(self, claim: Claim) -> dict[str, Any] | None:
         """The job's spec at the claimed version (None: the job is gone)."""

@@ -331,6 +331,47 @@ class RunLost(Command):
 
 @final
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RunRefused(Command):
+    """``host`` will not start attempt ``attempt`` (it has no free slot): it is unplaced again.
+
+    Only the host the attempt is placed on may refuse it, and only before it
+    started; the leader then places it elsewhere (``RunPlaced``) or, when no
+    host takes it in time, skips the run.
+    """
+
+    KIND: ClassVar[str] = "run_refused"
+
+    run_id: str
+    attempt: int
+    host: str
+    reason: str
+
+    def _check(self) -> None:
+        check_run_id("run_id", self.run_id)
+        check_int("attempt", self.attempt, 1, MAX_ATTEMPTS, "an attempt number")
+        _check_host("host", self.host)
+        check_str("reason", self.reason, max_len=1024, min_len=1)
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPlaced(Command):
+    """Place attempt ``attempt`` -- claimed with no host, or refused -- on ``host``."""
+
+    KIND: ClassVar[str] = "run_placed"
+
+    run_id: str
+    attempt: int
+    host: str
+
+    def _check(self) -> None:
+        check_run_id("run_id", self.run_id)
+        check_int("attempt", self.attempt, 1, MAX_ATTEMPTS, "an attempt number")
+        _check_host("host", self.host)
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PruneRuns(Command):
     """Delete ``job``'s oldest ended runs beyond ``keep_count`` or older than ``max_age`` s.
 
@@ -368,6 +409,8 @@ COMMANDS: Final[dict[str, type[Command]]] = {
         RunFinished,
         RunSkipped,
         RunLost,
+        RunRefused,
+        RunPlaced,
         PruneRuns,
     )
 }

@@ -18,6 +18,8 @@ from dcrond.store._commands import (
     PruneRuns,
     RunFinished,
     RunLost,
+    RunPlaced,
+    RunRefused,
     RunScheduled,
     RunSkipped,
     RunStarted,
@@ -291,6 +293,44 @@ def run_skipped(db: apsw.Connection, cmd: RunSkipped) -> dict[str, Any]:
         "updated_at = ? WHERE id = ?",
         (cmd.now, cmd.reason, cmd.now, run.id),
     )
+    return load_run_json(db, run.id)
+
+
+def run_refused(db: apsw.Connection, cmd: RunRefused) -> dict[str, Any]:
+    """The placed host refuses a claimed attempt: it is unplaced, the refusal noted."""
+    run = _load_run(db, cmd.run_id)
+    state, host = _attempt_state(db, run, cmd.attempt)
+    if cmd.attempt != run.attempts or run.state != RunState.SCHEDULED:
+        raise Conflict(f"attempt {cmd.attempt} of run {run.id!r} is not waiting to start")
+    if state != RunState.SCHEDULED or host != cmd.host:
+        raise Conflict(
+            f"attempt {cmd.attempt} of run {run.id!r} is {state} on {host!r}, "
+            f"not waiting to start on {cmd.host!r}"
+        )
+    db.execute(
+        "UPDATE attempts SET host = NULL, message = ? WHERE run_id = ? AND attempt = ?",
+        (f"{cmd.host} refused it: {cmd.reason}"[:1024], run.id, cmd.attempt),
+    )
+    db.execute("UPDATE runs SET host = NULL, updated_at = ? WHERE id = ?", (cmd.now, run.id))
+    return load_run_json(db, run.id)
+
+
+def run_placed(db: apsw.Connection, cmd: RunPlaced) -> dict[str, Any]:
+    """Give an unplaced claimed attempt its host."""
+    run = _load_run(db, cmd.run_id)
+    state, host = _attempt_state(db, run, cmd.attempt)
+    if cmd.attempt != run.attempts or run.state != RunState.SCHEDULED:
+        raise Conflict(f"attempt {cmd.attempt} of run {run.id!r} is not waiting to start")
+    if state != RunState.SCHEDULED or host is not None:
+        raise Conflict(f"attempt {cmd.attempt} of run {run.id!r} is {state} on {host!r}")
+    own = run_host(run.id)
+    if own is not None and own != cmd.host:
+        raise Conflict(f"run {run.id!r} belongs to host {own}, not {cmd.host}")
+    db.execute(
+        "UPDATE attempts SET host = ? WHERE run_id = ? AND attempt = ?",
+        (cmd.host, run.id, cmd.attempt),
+    )
+    db.execute("UPDATE runs SET host = ?, updated_at = ? WHERE id = ?", (cmd.host, cmd.now, run.id))
     return load_run_json(db, run.id)
 
 

@@ -47,6 +47,8 @@ from dcrond.store._commands import (
     ResumeJob,
     RunFinished,
     RunLost,
+    RunPlaced,
+    RunRefused,
     RunScheduled,
     RunSkipped,
     RunStarted,
@@ -81,6 +83,8 @@ _EXECUTORS: Final[dict[type[Command], Callable[[apsw.Connection, Any], dict[str,
     RunFinished: _runs.run_finished,
     RunSkipped: _runs.run_skipped,
     RunLost: _runs.run_lost,
+    RunRefused: _runs.run_refused,
+    RunPlaced: _runs.run_placed,
     PruneRuns: _runs.prune_runs,
 }
 

@@ -4,7 +4,10 @@ Three real hosts (gossip, Raft, SQLite, the real runner) in one process. What
 a user sees through the RPC API of *any* host:
 
 * a job tagged ``role=db`` runs only on the host carrying that tag; a job
-  whose tags no host carries gets runs that end ``skipped`` with the reason;
+  whose tags no host carries gets runs that wait ``placement_wait_s`` for a
+  host and then end ``skipped`` with the reason;
+* a host with no free slot refuses a run, and the leader places it on the
+  next host that has one;
 * a run on one host can be followed (``run.logs``) and killed (``run.kill``)
   through another host;
 * when the host running an attempt stops reporting, the leader declares the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -38,11 +42,15 @@ from dcrond.host import Host
 from dcrond.rpc import RpcClient
 from dcrond.testing._cluster import free_ports
 
-TAGS = {"h1": {"role": "web"}, "h2": {"role": "db"}, "h3": {"role": "web"}}
+TAGS = {
+    "h1": {"role": "web", "id": "h1"},
+    "h2": {"role": "db", "id": "h2"},
+    "h3": {"role": "web", "id": "h3"},
+}
 HEARTBEAT, LEASE, KILL_GRACE = 0.2, 1.0, 1.0
 
 
-def _config(tmp: Path, name: str) -> Config:
+def _config(tmp: Path, name: str, *, slots: int = 16, placement_wait: float = 1.0) -> Config:
     api, raft, gossip = free_ports(3)
     return dataclasses.replace(
         Config(),
@@ -55,8 +63,9 @@ def _config(tmp: Path, name: str) -> Config:
             secret="a-lab-secret-of-32-characters-ok",
             heartbeat_s=HEARTBEAT,
             lease_s=LEASE,
+            placement_wait_s=placement_wait,
         ),
-        runner=RunnerConfig(kill_grace_s=KILL_GRACE),
+        runner=RunnerConfig(kill_grace_s=KILL_GRACE, slots=slots),
     )
 
 
@@ -332,3 +341,62 @@ async def test_a_job_on_several_hosts_runs_once_per_host_and_its_dependents_wait
             triggered = await _call(hosts["h3"], "job.trigger", {"name": "everywhere"})
             assert sorted(r.rpartition("~")[2] for r in triggered["runs"]) == ["h1", "h2", "h3"]
             nursery.cancel_scope.cancel()
+
+
+async def test_a_full_host_refuses_a_run_and_the_leader_places_it_where_a_slot_frees(
+    tmp_path: Path,
+) -> None:
+    """One slot per host, both web hosts busy: the run is refused, waits, and goes to the
+    host whose slot frees first (here h3, once its job is killed)."""
+    configs = {n: _config(tmp_path, n, slots=1, placement_wait=30.0) for n in TAGS}
+    seed = configs["h1"].cluster.gossip_listen.split(":")
+    hosts = {n: Host(configs[n], seeds=[(seed[0], int(seed[1]))]) for n in TAGS}
+    pids: list[int] = []
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            for h in hosts.values():
+                nursery.start_soon(h.run)
+
+            async def three_voters() -> bool:
+                return any(
+                    h.node is not None and len(h.node.statistics().voters) == 3
+                    for h in hosts.values()
+                )
+
+            await _until(three_voters, 30, "3 voters")
+            h2 = hosts["h2"]
+
+            async def job(name: str, **spec: Any) -> None:
+                await _call(h2, "job.create", {"name": name, "spec": spec})
+
+            async def running(run_id: str, on: str | None = None) -> bool:
+                got = await _call(h2, "run.get", {"id": run_id})
+                return bool(got["state"] == "running" and (on is None or got["host"] == on))
+
+            fillers: dict[str, str] = {}
+            for name in ("h1", "h3"):
+                await job(f"fill-{name}", schedule="@yearly", command="sleep 60", tags={"id": name})
+                fillers[name] = (await _call(h2, "job.trigger", {"name": f"fill-{name}"}))["id"]
+            for name, run_id in fillers.items():
+                await _until(functools.partial(running, run_id, name), 20, f"{name} busy")
+                pids.append((await _call(h2, "run.get", {"id": run_id}))["attempts"][0]["pid"])
+
+            await job("web", schedule="@yearly", command="sleep 60", tags={"role": "web"})
+            web = (await _call(h2, "job.trigger", {"name": "web"}))["id"]
+
+            async def refused() -> bool:
+                got = await _call(h2, "run.get", {"id": web})
+                message = got["attempts"][0]["message"] or ""
+                return bool(got["state"] == "scheduled" and "refused it: no free slot" in message)
+
+            await _until(refused, 20, "a full web host refused the run")
+            await _call(h2, "run.kill", {"id": fillers["h3"]})
+            await _until(
+                functools.partial(running, web, "h3"), 20, "the run placed on h3 once it had a slot"
+            )
+            pids.append((await _call(h2, "run.get", {"id": web}))["attempts"][0]["pid"])
+            for run_id in (web, fillers["h1"]):
+                await _call(h2, "run.kill", {"id": run_id})
+            nursery.cancel_scope.cancel()
+    for pid in pids:
+        _kill_group(pid)

@@ -19,6 +19,8 @@ from dcrond.store import (
     Rejected,
     RunFinished,
     RunLost,
+    RunPlaced,
+    RunRefused,
     RunScheduled,
     RunSkipped,
     RunStarted,
@@ -468,3 +470,39 @@ def test_on_takes_any_all_or_a_number_of_hosts(p: Proposer) -> None:
     for bad in ("some", 0, -1, 1001, True, "2", 2.0):
         with pytest.raises(InvalidRequest, match="on:"):
             JobSpec(name="j", schedule="@hourly", command="x", on=bad)
+
+
+def test_a_host_refuses_a_claim_it_has_no_slot_for_and_the_leader_places_it_again(
+    p: Proposer,
+) -> None:
+    p.create("job")
+    run_id = p.schedule_run("job", host="h1")
+    # only the host it is placed on may refuse, and only before the start
+    refused = p.apply(RunRefused(run_id=run_id, attempt=1, host="h2", reason="full", **p.common()))
+    assert isinstance(refused, Rejected) and "not waiting to start on 'h2'" in refused.message
+    run = p.ok(RunRefused(run_id=run_id, attempt=1, host="h1", reason="no free slot", **p.common()))
+    assert run["host"] is None and run["state"] == "scheduled"
+    assert run["attempts"][0]["message"] == "h1 refused it: no free slot"
+    # placed again (elsewhere, or back), once
+    run = p.ok(RunPlaced(run_id=run_id, attempt=1, host="h2", **p.common()))
+    assert (run["host"], run["attempts"][0]["host"]) == ("h2", "h2")
+    again = p.apply(RunPlaced(run_id=run_id, attempt=1, host="h3", **p.common()))
+    assert isinstance(again, Rejected) and "on 'h2'" in again.message
+    # a started attempt cannot be refused any more
+    p.ok(RunStarted(run_id=run_id, attempt=1, host="h2", pid=7, started_at=T0, **p.common()))
+    late = p.apply(RunRefused(run_id=run_id, attempt=1, host="h2", reason="x", **p.common()))
+    assert isinstance(late, Rejected)
+
+
+def test_a_per_host_run_is_placed_only_on_its_own_host(p: Proposer) -> None:
+    p.create("everywhere", on="all")
+    run_id = make_run_id("everywhere", T0, "h1")
+    p.ok(
+        RunScheduled(
+            run_id=run_id, job="everywhere", job_version=1, scheduled_at=T0, host="h1", **p.common()
+        )
+    )
+    p.ok(RunRefused(run_id=run_id, attempt=1, host="h1", reason="full", **p.common()))
+    wrong = p.apply(RunPlaced(run_id=run_id, attempt=1, host="h2", **p.common()))
+    assert isinstance(wrong, Rejected) and "belongs to host h1" in wrong.message
+    assert p.ok(RunPlaced(run_id=run_id, attempt=1, host="h1", **p.common()))["host"] == "h1"
