@@ -50,6 +50,12 @@ T = TypeVar("T")
 COPY_CHUNK = 1024 * 1024
 #: the schemes ``Blobs`` accepts
 SCHEMES = ("file", "s3", "swift")
+#: multipart part size when ``part_size`` is 0, per scheme. Swift's s3api builds a
+#: multipart upload from SLO segments and pays per segment, so bigger parts keep its
+#: uploads as fast as plain s3fs (docs/benchmarks.md#object-storage)
+DEFAULT_PART_SIZE = {"s3": 8 * 1024 * 1024, "swift": 32 * 1024 * 1024}
+#: the part sizes S3 allows (the last part of an upload may be smaller)
+MIN_PART_SIZE, MAX_PART_SIZE = 5 * 1024 * 1024, 5 * 1024 * 1024 * 1024
 
 
 @final
@@ -67,7 +73,7 @@ class BlobOptions:
     profile: str = ""  #: a profile of the shared AWS credentials/config files
     key: str = ""  #: access key id (empty: the credential chain)
     secret: str = ""  #: secret access key (empty: the credential chain)
-    part_size: int = 8 * 1024 * 1024  #: multipart upload part size
+    part_size: int = 0  #: multipart upload part size; 0: ``DEFAULT_PART_SIZE`` of the scheme
     max_concurrency: int = 4  #: parts in flight per upload
     connect_timeout: float = 10.0  #: seconds to open a connection
     read_timeout: float = 60.0  #: seconds without a byte before a request fails

@@ -184,7 +184,7 @@ async def test_an_unwritable_folder_is_refused_at_check(tmp_path: Path) -> None:
         ("file:///srv/objects", {"endpoint_url": "http://x"}, "storage.endpoint_url is set"),
         ("file://host/srv", {}, "file:// takes no host"),
         ("s3://b/x", {"endpoint": "http://x"}, "unknown storage option(s): endpoint"),
-        ("s3://b/x", {"part_size": 1024}, "part_size must be >= 5 MiB"),
+        ("s3://b/x", {"part_size": 1024}, "part_size must be 0 (the default) or 5 MiB to 5 GiB"),
     ],
 )
 def test_a_bad_url_or_option_is_refused_before_any_request(
