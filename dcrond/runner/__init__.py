@@ -3,7 +3,8 @@
 - ``RunSpec``: what to run (command line or script + interpreter), with its
   env, working dir, user, timeout, kill grace and output cap.
 - ``ProcessRunner``: the seam; ``LocalProcessRunner`` is the real one (trio,
-  process groups, a tiny shell supervisor per attempt, restart recovery),
+  process groups, one small spawner process that starts and reaps every
+  job, restart recovery),
   ``dcrond.testing.FakeProcessRunner`` the deterministic fake.
 - ``RunHandle`` / ``RunResult`` / ``Recovered`` / ``RunnerStatistics``: what
   comes back. ``Outcome`` holds the final states.

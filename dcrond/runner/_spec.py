@@ -136,7 +136,7 @@ class RunSpec:
         )
 
     def argv(self, script_path: str | None) -> list[str]:
-        """The job's own argv (before dcrond's supervisor wraps it)."""
+        """The job's argv, as the spawner execs it."""
         if self.command is not None:
             return [SHELL, "-c", self.command, self.job, *self.args]
         assert script_path is not None
@@ -148,10 +148,10 @@ class RunSpec:
 class RunHandle:
     """A started attempt: which process runs it and where its output goes.
 
-    ``started_at`` is the wall-clock instant right after the supervisor
-    process was created (the job's first instruction follows within about a
-    millisecond); ``pid`` is the supervisor's pid, which is also the process
-    group id and session id of everything the attempt starts.
+    ``started_at`` is the wall-clock instant at which the runner asked its
+    spawner for the process (the job's first instruction follows within
+    about a millisecond); ``pid`` is the job's pid, which is also the
+    process group id and session id of everything the attempt starts.
     """
 
     run_id: str
