@@ -95,8 +95,10 @@ class SpawnerClient:
 
     # --- requests ----------------------------------------------------------------------
 
-    def spawn(self, waiter: Waiter, request: tuple[Any, ...], fds: list[int]) -> int:
-        """Ask for a job to be started; ``fds`` are sent with it, then closed here.
+    def spawn(
+        self, waiter: Waiter, request: tuple[Any, ...], fds: list[int], *, close: list[int]
+    ) -> int:
+        """Ask for a job to be started; ``fds`` are sent with it, and ``close`` closed after.
 
         ``request`` is the spawner's request without its op and id. Returns
         the request's id. Never blocks; replies go to ``waiter``.
@@ -115,12 +117,35 @@ class SpawnerClient:
             data = marshal.dumps(("big",))
             extra = [big]
         self._waiters[rid] = waiter
-        self._outbox.append((data, [*fds, *extra], [*fds, *extra]))
-        if len(self._outbox) == 1:
-            self._flush()
-        if self._outbox:
-            self._outbox_changed.set()
+        sent = [*fds, *extra]
+        if not self._outbox and self._send(data, sent):
+            for fd in (*close, *extra):
+                os.close(fd)
+            return rid
+        if self._sock is None:  # the spawner is gone (the waiter was told)
+            for fd in (*close, *extra):
+                os.close(fd)
+            return rid
+        # it waits its turn: hold copies, so the caller may close its own meanwhile
+        queued = [fd if fd in close or fd in extra else os.dup(fd) for fd in sent]
+        self._outbox.append((data, queued, queued))
+        self._outbox_changed.set()
         return rid
+
+    def _send(self, data: bytes, fds: list[int]) -> bool:
+        """Send one request now; False when the socket is full (or gone)."""
+        if self._sock is None:
+            return False
+        try:
+            self._sock.sendmsg(
+                [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+            )
+        except BlockingIOError:
+            return False
+        except OSError:
+            self._lost()
+            return False
+        return True
 
     def forget(self, rid: int) -> None:
         """Stop reporting on a request (its attempt is detached; the job runs on)."""
@@ -130,14 +155,7 @@ class SpawnerClient:
         """Send what the socket takes now."""
         while self._outbox and self._sock is not None:
             data, fds, to_close = self._outbox[0]
-            try:
-                self._sock.sendmsg(
-                    [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                )
-            except BlockingIOError:
-                return
-            except OSError:
-                self._lost()
+            if not self._send(data, fds):
                 return
             self._outbox.popleft()
             for fd in to_close:

@@ -324,7 +324,7 @@ class LocalProcessRunner:
             kill_grace=spec.kill_grace,
         )
         # the spawner gets both ends (it holds the read end while the job runs)
-        rid = client.spawn(att, request, [write_fd, os.dup(read_fd)])
+        rid = client.spawn(att, request, [write_fd, read_fd], close=[write_fd])
         att.release = functools.partial(client.forget, rid)
         os.set_blocking(read_fd, False)
         self._live[key] = att

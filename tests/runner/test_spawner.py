@@ -185,3 +185,20 @@ async def test_request_too_big_for_one_packet_still_starts_the_job(
         res = await runner.run(spec)
     assert res.state is Outcome.SUCCEEDED, output(res)
     assert int(output(res)) == len(big)
+
+
+async def test_requests_beyond_the_socket_buffer_wait_their_turn_and_all_run(
+    runner: LocalProcessRunner,
+) -> None:
+    padding = {"PAD": "p" * 50_000}  # 200 requests of ~50 KB: more than the socket holds
+    results: list[RunResult] = []
+
+    async def one(i: int) -> None:
+        results.append(await runner.run(RunSpec(f"q{i}@1", command=f"echo {i}", env=padding)))
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+    assert sorted(int(output(r)) for r in results) == list(range(200))
+    assert all(r.state is Outcome.SUCCEEDED for r in results)
