@@ -127,6 +127,8 @@ class Context:
         #: the leader's view of heartbeats, while this node leads with leases on
         self.leader_leases: LeaderLeases | None = None
         self._cursor = 0
+        #: job -> {run id: host} of the claims this leader proposed that are not applied yet
+        self._inflight: dict[str, dict[str, str]] = {}
         self._slots: dict[str, int] = {}
         self._slots_at = -math.inf
         self.counters = Counters()
@@ -154,7 +156,8 @@ class Context:
         hosts whose heartbeats the leader missed for over a lease are left
         out. A one-host-per-instant job whose concurrency is ``forbid`` or
         ``replace`` stays on the host of its unfinished attempt, where that
-        host's worker sees the overlap and applies the policy. ``avoid``
+        host's worker sees the overlap and applies the policy; while that
+        host cannot be asked (silent, dead, refusing) the run waits unplaced. ``avoid``
         (the host of a failed attempt) is left out when another host can
         take the run; ``only`` restricts the choice to one host (the next
         attempt of a per-host run); ``refused`` are hosts that just refused
@@ -183,10 +186,22 @@ class Context:
         exclude.update(dict.fromkeys(refused, "refused it (no free slot)"))
         req = Requirements(tags=spec.get("tags") or {}, on=on)
         if spec["concurrency"] != "allow" and not per_host:
-            for other in _table.active_hosts_of(self.store, job):
+            # claims still on their way into the log count too: both commit, then both run
+            active = [*reversed(self._inflight.get(job, {}).values())]
+            active += _table.active_hosts_of(self.store, job)
+            if active:
+                # the run goes where the job's unfinished one is, whose worker applies the
+                # policy; while that host cannot be asked it waits, so that the two never
+                # overlap (the old attempt ends, or is declared lost once its host stopped it)
+                other = active[0]
                 alone = {v.name: "" for v in views if v.name != other}
                 if other not in exclude and place(req, views, exclude=alone).chosen:
                     return Where((other,), "", per_host)
+                why = (
+                    f"concurrency {spec['concurrency']}: waiting for its unfinished run on "
+                    f"{other}, which cannot be asked now"
+                )
+                return Where((), why, per_host)
         self._cursor += 1
         chosen = None
         if avoid is not None:
@@ -196,6 +211,19 @@ class Context:
         for host in chosen.chosen:
             self._slots[host] = self._slots.get(host, 0) - 1
         return Where(chosen.chosen, chosen.reason, per_host)
+
+    def claiming(self, job: str, run_id: str, host: str | None) -> None:
+        """The leader is proposing a claim of ``run_id`` on ``host`` (placement sees it)."""
+        if host is not None:
+            self._inflight.setdefault(job, {})[run_id] = host
+
+    def claimed(self, job: str, run_id: str) -> None:
+        """That claim was applied, refused or given up: the table speaks for it now."""
+        runs = self._inflight.get(job)
+        if runs is not None:
+            runs.pop(run_id, None)
+            if not runs:
+                del self._inflight[job]
 
     def _views(self) -> tuple[HostView, ...]:
         """The hosts, with free slots counted down by what was placed since gossip said."""

@@ -59,7 +59,7 @@ from dcrond.engine._context import Context, Where
 from dcrond.engine._lease import LeaderLeases
 from dcrond.engine._policy import prune_limits
 from dcrond.engine._table import Claim, ScheduleRow
-from dcrond.errors import InvalidRequest
+from dcrond.errors import DcronError, InvalidRequest
 from dcrond.schedule import parse
 from dcrond.scheduler import Due, JobTiming, SchedulerCore
 from dcrond.store import (
@@ -222,6 +222,14 @@ class Leader:
             while not replica.is_leader():
                 await replica.wait_role_change()
             term = replica.term
+            try:
+                # the table must hold every claim of the old leader before placing new ones
+                await replica.read_barrier()
+            except DcronError as exc:
+                log.info("scheduler_waiting term=%d reason=%r", term, str(exc))
+                continue
+            if not replica.is_leader() or replica.term != term:
+                continue
             log.info("scheduler_leading term=%d", term)
             try:
                 async with trio.open_nursery() as nursery:
@@ -493,7 +501,11 @@ class Leader:
                 host=host,
                 reason=reason,
             )
-            result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+            ctx.claiming(job, run_id, host)
+            try:
+                result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+            finally:
+                ctx.claimed(job, run_id)
             if isinstance(result, Applied) and host is None:
                 log.info("run_unplaced run=%s reason=%r", run_id, where.why)
             results.append((run_id, result))
@@ -573,7 +585,11 @@ class Leader:
                         attempt=item.claim.attempt,
                         host=where.host,
                     )
-                    result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+                    ctx.claiming(item.claim.job, run_id, where.host)
+                    try:
+                        result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+                    finally:
+                        ctx.claimed(item.claim.job, run_id)
                     if isinstance(result, Applied):
                         log.info("run_placed run=%s host=%s", run_id, where.host)
                 elif ctx.clock.now_ms() >= item.deadline:
@@ -641,7 +657,11 @@ class Leader:
             attempt=item.next_attempt,
             reason="retry",
         )
-        result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+        ctx.claiming(item.job, item.run_id, host)
+        try:
+            result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+        finally:
+            ctx.claimed(item.job, item.run_id)
         if isinstance(result, Applied) and host is None:
             log.info("run_unplaced run=%s reason=%r", item.run_id, why)
         if isinstance(result, Applied):
