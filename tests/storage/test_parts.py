@@ -50,7 +50,7 @@ def test_the_config_gives_each_scheme_its_default_part_size_unless_set(
     if part_bytes is not None:
         lines += f"\npart_bytes = {part_bytes}"
     config = load_config(_config(tmp_path, lines))
-    blobs = Blobs(config.storage_url, **config.storage_options)
+    blobs = Blobs(config.storage_url, cache_dir=None, **config.storage_options)
     assert _part_size(blobs) == expected
 
 
