@@ -28,7 +28,7 @@ from dcrond.engine import _table
 from dcrond.engine._clock import WallClock
 from dcrond.engine._lease import LeaderLeases, LeaseTimes
 from dcrond.engine._uploader import LogUploader
-from dcrond.errors import NotLeader, Unavailable
+from dcrond.errors import DcronError, NotLeader, Unavailable
 from dcrond.placement import HostView, Requirements, place
 from dcrond.replica import Replica
 from dcrond.runner import ProcessRunner
@@ -238,13 +238,27 @@ class Context:
         )
 
     async def propose(self, cmd: Command, *, patience: float = math.inf) -> Result | None:
-        """Commit ``cmd``; None if no leader took it within ``patience`` seconds."""
+        """Commit ``cmd``; None if no leader took it within ``patience`` seconds.
+
+        Any other error on the way (a forward the leader's RPC layer refused,
+        a protocol error) is logged and retried the same way: the engine's
+        own proposals must never stop the engine, and a report kept in the
+        outbox would meet the same error again at every restart.
+        """
         give_up = trio.current_time() + patience
         delay = RETRY_MIN
         while True:
             try:
                 return await self.replica.propose(cmd)
-            except (NotLeader, Unavailable) as exc:
+            except DcronError as exc:
+                if not isinstance(exc, NotLeader | Unavailable):
+                    log.error(
+                        "proposal_failed kind=%s actor=%s error=%s: %r",
+                        cmd.KIND,
+                        cmd.actor,
+                        type(exc).__name__,
+                        str(exc),
+                    )
                 if trio.current_time() + delay > give_up:
                     log.warning(
                         "proposal_abandoned kind=%s actor=%s error=%r",

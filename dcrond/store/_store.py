@@ -333,11 +333,21 @@ class JobStore:
         on the host and so is checked here only, never in apply: whether the
         job's time zone exists in this host's tzdata, and the configured
         script size limit ``max_script_bytes``. Raises InvalidRequest
-        (NotFound, AlreadyExists) with the message the user should see.
+        (NotFound, AlreadyExists) with the message the user should see. A
+        request this table has answered already (a retry of the same session
+        and number) passes: apply gives it the answer it got the first time.
         """
         if isinstance(cmd, CreateJob):
             check_on_host(cmd.job, max_script_bytes=max_script_bytes)
         db = self.db
+        cached, floor = one(
+            db,
+            "SELECT (SELECT result FROM client_results WHERE session = ?1 AND seq = ?2), "
+            "(SELECT acked FROM client_sessions WHERE session = ?1)",
+            (cmd.session, cmd.seq),
+        )
+        if cached is not None or (floor is not None and cmd.seq <= floor):
+            return  # a retried request: apply answers it from the session table, unchanged
         # A dry run of the executor, rolled back: the same verdict apply would give now.
         db.execute("SAVEPOINT precheck")
         try:

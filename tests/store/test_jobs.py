@@ -216,6 +216,21 @@ def test_precheck_gives_the_error_apply_would_give_and_changes_nothing(
     assert store.dump() == before
 
 
+def test_precheck_lets_a_retried_request_through_to_its_first_answer(
+    p: Proposer, store: JobStore
+) -> None:
+    """A create retried with the same session and number (a forward retried across a leader
+    change) is answered with the job it created, not "already exists"."""
+    create = CreateJob(job=JobSpec(name="a", schedule="@daily", command="x"), **p.common())
+    first = p.ok(create)
+    store.precheck(create)  # no AlreadyExists: the session table answers it
+    assert p.ok(create) == first
+    with pytest.raises(AlreadyExists):  # a new request for the same name is still refused
+        store.precheck(
+            CreateJob(job=JobSpec(name="a", schedule="@daily", command="x"), **p.common())
+        )
+
+
 def test_update_changes_only_the_given_fields_and_keeps_a_version(
     p: Proposer, store: JobStore
 ) -> None:
