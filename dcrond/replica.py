@@ -137,20 +137,29 @@ class Replica:
             "acked": acked,
         }
 
-    async def propose(self, cmd: Command, *, attempts: int = 5) -> Result:
+    async def propose(self, cmd: Command, *, attempts: int = 5, retrying: bool = False) -> Result:
         """Commit ``cmd`` and return the store's result (``unwrap`` it for the user).
 
         On a follower the command is forwarded to the leader (when this
         replica has a forwarder). A timeout, a lost leader or a failed forward
         is retried with the same request number (so it is applied once at
         most); the last error is raised when ``attempts`` run out.
+
+        Until the call ends the request counts as outstanding: later commands
+        of this session do not acknowledge it. ``retrying``: the caller will
+        propose the same command again after an error, so it stays
+        outstanding then too (until ``release``) -- otherwise the store would
+        refuse the retry as an already answered request.
         """
         data = cmd.encode()
+        answered = False
         try:
             for attempt in range(attempts):
                 last = attempt == attempts - 1
                 try:
-                    return await self.propose_data(data)
+                    result = await self.propose_data(data)
+                    answered = True
+                    return result
                 except NotLeader as exc:
                     if self._forward is None or last:
                         raise
@@ -159,7 +168,9 @@ class Replica:
                         await self._wait_for_leader()
                         continue
                     try:
-                        return decode_result(await self._forward(leader, data))
+                        result = decode_result(await self._forward(leader, data))
+                        answered = True
+                        return result
                     except (NotLeader, Unavailable) as fwd:
                         if last:
                             raise
@@ -171,8 +182,13 @@ class Replica:
                     log.warning("request %s/%d timed out; retrying", cmd.session, cmd.seq)
             raise Unavailable("unreachable")  # pragma: no cover
         finally:
-            if cmd.session == self.session:
+            if cmd.session == self.session and (answered or not retrying):
                 self._outstanding.discard(cmd.seq)
+
+    def release(self, cmd: Command) -> None:
+        """The caller gave up on ``cmd`` (proposed with ``retrying``): it no longer counts."""
+        if cmd.session == self.session:
+            self._outstanding.discard(cmd.seq)
 
     async def propose_data(self, data: bytes) -> Result:
         """Commit an encoded command on this node (NotLeader unless it leads)."""

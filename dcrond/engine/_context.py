@@ -249,7 +249,7 @@ class Context:
         delay = RETRY_MIN
         while True:
             try:
-                return await self.replica.propose(cmd)
+                return await self.replica.propose(cmd, retrying=True)
             except DcronError as exc:
                 if not isinstance(exc, NotLeader | Unavailable):
                     log.error(
@@ -266,6 +266,7 @@ class Context:
                         cmd.actor,
                         str(exc),
                     )
+                    self.replica.release(cmd)
                     return None
                 await trio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)

@@ -308,6 +308,7 @@ class Engine:
                     refused_by = cmd.host if isinstance(cmd, RunRefused) else None
                     self._leader.unplaced(claim, claimed_at, refused_by)
             elif isinstance(cmd, RunFinished | RunLost | RunSkipped):
+                self._worker.reported(cmd.run_id, getattr(cmd, "attempt", None))
                 if isinstance(cmd, RunLost):
                     self._worker.superseded(cmd.run_id, cmd.attempt)
                 self._leader.run_ended(run)

@@ -295,14 +295,22 @@ class Leader:
 
     # --- claims on schedule ------------------------------------------------------------------
 
-    def _timing(self, row: ScheduleRow) -> JobTiming | None:
-        """What the core needs of a job; None if its schedule cannot be read on this host."""
+    def _timing(self, row: ScheduleRow, applied_at: int | None = None) -> JobTiming | None:
+        """What the core needs of a job; None if its schedule cannot be read on this host.
+
+        ``applied_at`` (s) is when this leader saw the change applied: a change
+        whose commit came long after its stamp (a forward that waited out a
+        partition) counts from then, less the grace -- the job did not exist,
+        or was not changed, before the log said so.
+        """
         try:
             schedule = parse(row.schedule, row.timezone)
         except InvalidRequest as exc:
             log.error("job_unschedulable job=%s error=%r", row.name, str(exc))
             return None
         since = math.ceil(row.updated_at / 1000)
+        if applied_at is not None:
+            since = max(since, applied_at - self._ctx.grace)
         last = since - 1 if row.last_instant is None else row.last_instant // 1000
         return JobTiming(
             row.name,
@@ -314,10 +322,10 @@ class Leader:
             since=since,
         )
 
-    def _upsert(self, row: ScheduleRow, now: int) -> None:
+    def _upsert(self, row: ScheduleRow, now: int, *, changed: bool = False) -> None:
         core = self._core
         assert core is not None
-        timing = self._timing(row)
+        timing = self._timing(row, now if changed else None)
         self._versions[row.name] = row.version
         if timing is None:
             core.remove(row.name)
@@ -405,7 +413,7 @@ class Leader:
                 self._versions.pop(name, None)
                 self._claimed.pop(name, None)
             else:
-                self._upsert(row, now)
+                self._upsert(row, now, changed=True)
 
     async def _schedule_loop(self) -> None:
         clock = self._ctx.clock

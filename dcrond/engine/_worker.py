@@ -128,6 +128,9 @@ class Worker:
         self._live_by_job: dict[str, set[str]] = {}  #: job -> runs with a live attempt here
         self._live_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        #: attempts that ran here (or were recovered) and whose end is not in the table yet:
+        #: a claim replayed from the log, or re-read after a snapshot, must not start them again
+        self._ended: set[tuple[str, int]] = set()
         #: this host's lease from the leader (None: leases are off)
         self._lease = None if ctx.lease is None else WorkerLease(ctx.lease, trio.current_time())
         self._renewed = trio.Event()
@@ -156,8 +159,17 @@ class Worker:
         key = (claim.run_id, claim.attempt)
         if self._nursery is None or key in self._pending or key in self._live:
             return
+        if key in self._ended:  # it ran already; its report is on the way
+            return
         self._pending[key] = _Pending(claim)
         self._spawn(self._attempt, claim)
+
+    def reported(self, run_id: str, attempt: int | None = None) -> None:
+        """The end of an attempt (``None``: of every attempt of the run) is in the table."""
+        if attempt is not None:
+            self._ended.discard((run_id, attempt))
+        else:
+            self._ended = {k for k in self._ended if k[0] != run_id}
 
     def cancel(self, run_id: str) -> bool:
         """Make sure a claimed attempt of ``run_id`` that has not started never starts."""
@@ -453,6 +465,7 @@ class Worker:
         key = (claim.run_id, claim.attempt)
         if isinstance(prepared, str):
             self._slots.give()
+            self._ended.add(key)
             await self._reports.fail_unstarted(claim, prepared)
             return
         live: _Live | None = None
@@ -468,11 +481,13 @@ class Worker:
         try:
             result = await ctx.runner.run(prepared, task_status=_Started(on_started))
         except (InvalidRequest, OSError) as exc:  # nothing started (an unknown user, say)
+            self._ended.add(key)
             await self._reports.fail_unstarted(claim, str(exc))
             return
         finally:
             self._slots.give()
             self._drop_live(*key)
+        self._ended.add(key)
         reported = live.reported if live is not None else None
         await self._reports.end(claim.job, result, reported)
 
@@ -510,6 +525,7 @@ class Worker:
             if (run_id, attempt) not in done:
                 done.add((run_id, attempt))
                 self._spawn(self._reports.lost, run_id, attempt)
+        self._ended.update(k for k in done if k not in self._live)
         for claim in _table.claims_on(store, ctx.host):
             if (claim.run_id, claim.attempt) not in done:
                 self.arm(claim)
@@ -548,4 +564,5 @@ class Worker:
         finally:
             self._slots.give()
             self._drop_live(live.handle.run_id, live.handle.attempt)
+        self._ended.add((live.handle.run_id, live.handle.attempt))
         await self._reports.end(job, result, live.reported)

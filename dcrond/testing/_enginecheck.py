@@ -15,6 +15,10 @@ notice.
     * those within a *pause* of the job (from 1.2 s before the pause was
       sent to 1.2 s after the resume was acknowledged: the leader claims up
       to 1 s ahead, and hosts' clocks differ by up to the skew);
+    * those before the job's create was *committed* less ``grace``: a create
+      stamped at T whose forward waited out a partition commits later, and
+      the leader counts the job's instants from the commit (less the grace),
+      not from the stamp (acknowledgement time stands in for the commit);
     * those the *catch-up* policy drops after a time with no working
       leader: a gap of more than ``grace`` seconds between two commits made
       by a leader (the ``tick`` job commits a claim every second whenever a
@@ -122,6 +126,9 @@ class Observed:
     table_digests: dict[str, str]  #: host -> digest of its whole table
     daemon_errors: list[str] = field(default_factory=list)  #: "host at t: error"
     notes: list[str] = field(default_factory=list)
+    #: job -> epoch seconds its create was acknowledged (a create's commit may come long
+    #: after the stamp its created_at carries, when its forward waited out a partition)
+    created_acked: dict[str, float] = field(default_factory=dict)
 
 
 def due_instants(job: JobRecord, until: float) -> list[int]:
@@ -149,6 +156,9 @@ def catch_up_gaps(obs: Observed) -> list[tuple[float, float]]:
 
 
 def _excused(obs: Observed, job: JobRecord, t: int, gaps: list[tuple[float, float]]) -> str | None:
+    acked = obs.created_acked.get(job.name)
+    if acked is not None and t < acked - obs.grace:
+        return "created late"  # the log had no such job then (the leader counts from its commit)
     for lo, hi in obs.pauses.get(job.name, []):
         if lo - PAUSE_MARGIN <= t <= hi + PAUSE_MARGIN:
             return "paused"

@@ -300,6 +300,7 @@ class EngineSimulation:
         self.events = 0
         self.leader_commits: list[float] = []
         self.acked: list[tuple[str, int, str]] = []
+        self.created_acked: dict[str, float] = {}  #: job -> when its create was acknowledged
         self.pauses: dict[str, list[tuple[float, float]]] = {}
         self._pause_sent: dict[str, float] = {}
         self.notes: list[str] = []
@@ -477,6 +478,8 @@ class EngineSimulation:
                     if isinstance(result, Applied):
                         version = int(result.value.get("version", 0))
                         self.acked.append((job, version, what))
+                        if what == "create":
+                            self.created_acked.setdefault(job, BASE + trio.current_time())
                         self.note("user", f"{what} {job} acknowledged v{version} via {host.name}")
                         if what == "resume" and record:
                             start = self._pause_sent.pop(job, sent)
@@ -621,6 +624,7 @@ class EngineSimulation:
             },
             leader_commits=list(self.leader_commits),
             acked=list(self.acked),
+            created_acked=dict(self.created_acked),
             host_jobs=host_jobs,
             table_digests=digests,
             daemon_errors=[

@@ -89,6 +89,20 @@ def test_a_pause_excuses_the_instants_it_covers_and_no_others(calm: Observed) ->
     assert check_all(obs)["a_exactly_one"]
 
 
+def test_a_late_committed_create_excuses_only_instants_before_its_commit_less_grace(
+    calm: Observed,
+) -> None:
+    obs = _copy(calm)
+    victim = next(
+        r for r in obs.runs.values() if r.job == "tick" and r.instant < obs.window_end - 8
+    )
+    del obs.runs[victim.run_id]
+    obs.created_acked["tick"] = victim.instant + obs.grace + 0.5  # committed after it, less grace
+    assert check_all(obs)["a_exactly_one"] == []
+    obs.created_acked["tick"] = victim.instant + obs.grace - 0.5  # within the grace: still due
+    assert check_all(obs)["a_exactly_one"]
+
+
 def test_a_leaderless_gap_excuses_only_what_catch_up_drops(calm: Observed) -> None:
     obs = _copy(calm)
     victim = next(

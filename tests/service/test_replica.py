@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dcrond.errors import AlreadyExists
+import pytest
+
+from dcrond.errors import AlreadyExists, Unavailable
 from dcrond.store import Applied, Command, CreateJob, JobSpec, Rejected, Result, unwrap
 from dcrond.testing._replica import local_replica
 
@@ -57,3 +59,26 @@ async def test_requests_in_flight_together_keep_the_oldest_unanswered_one_retrya
         await replica.propose(_create(s1, "one"))  # not "stale": 1 was never acknowledged
         s3 = replica.stamp("a")
         assert s3["acked"] == 2
+
+
+async def test_a_request_the_caller_retries_after_an_error_stays_unacknowledged(
+    tmp_path: Path,
+) -> None:
+    """An engine report that failed (no leader) is proposed again later: meanwhile newer
+    requests must not acknowledge it, or the store would refuse the retry as stale and the
+    run would stay 'running' for ever (found by the engine simulator, seed 14)."""
+    async with local_replica(tmp_path) as replica:
+        cmd = _create(replica.stamp("runner"), "late")
+        real = replica.propose_data
+
+        async def timed_out(data: bytes) -> Result:
+            raise Unavailable("entry not applied within 10s; outcome unknown")
+
+        replica.propose_data = timed_out  # type: ignore[method-assign]
+        with pytest.raises(Unavailable):
+            await replica.propose(cmd, attempts=1, retrying=True)
+        replica.propose_data = real  # type: ignore[method-assign]
+        assert replica.stamp("other")["acked"] == 0  # request 1 still outstanding
+        assert unwrap(await replica.propose(cmd, retrying=True))["name"] == "late"
+        replica.release(cmd)
+        assert replica.stamp("other")["acked"] == 1  # 1 answered (2 was stamped, never sent)
