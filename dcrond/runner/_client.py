@@ -82,7 +82,8 @@ class SpawnerClient:
         self._sock: socket.socket | None = ours
         self._next_id = 0
         self._waiters: dict[int, Waiter] = {}
-        self._pids: set[int] = set()  #: the spawner's children, as far as we know
+        #: requests whose job may still run (no "exited" or "error" seen yet)
+        self._outstanding: set[int] = set()
         self._outbox: deque[tuple[bytes, list[int], list[int]]] = deque()
         self._outbox_changed = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
@@ -117,6 +118,7 @@ class SpawnerClient:
             data = marshal.dumps(("big",))
             extra = [big]
         self._waiters[rid] = waiter
+        self._outstanding.add(rid)
         sent = [*fds, *extra]
         if not self._outbox and self._send(data, sent):
             for fd in (*close, *extra):
@@ -210,7 +212,6 @@ class SpawnerClient:
             msg = marshal.loads(data)
             kind, rid = msg[0], msg[1]
             if kind == "pid":
-                self._pids.add(msg[2])
                 waiter = self._waiters.get(rid)
                 if waiter is not None:
                     waiter.spawned(msg[2])
@@ -222,8 +223,8 @@ class SpawnerClient:
                 waiter = self._waiters.pop(rid, None)
                 if waiter is not None:
                     waiter.spawn_failed(msg[3])
-            if kind == "exited":
-                self._pids.discard(msg[4])
+            if kind in ("exited", "error"):
+                self._outstanding.discard(rid)
         return True
 
     def _lost(self) -> None:
@@ -235,7 +236,7 @@ class SpawnerClient:
         waiters, self._waiters = self._waiters, {}
         for waiter in waiters.values():
             waiter.spawner_lost()
-        self._pids.clear()
+        self._outstanding.clear()
         _parked.append(self._proc)
         _reap_parked()
 
@@ -265,7 +266,7 @@ class SpawnerClient:
         self.alive = False
         self._close_socket()
         self._waiters.clear()
-        if not self._pids:
+        if not self._outstanding:
             try:
                 self._proc.wait(CLOSE_WAIT)
             except subprocess.TimeoutExpired:

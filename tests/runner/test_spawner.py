@@ -202,3 +202,21 @@ async def test_requests_beyond_the_socket_buffer_wait_their_turn_and_all_run(
                 nursery.start_soon(one, i)
     assert sorted(int(output(r)) for r in results) == list(range(200))
     assert all(r.state is Outcome.SUCCEEDED for r in results)
+
+
+async def test_kill_before_the_pid_is_known_is_sent_once_it_is(runner: LocalProcessRunner) -> None:
+    results: list[RunResult] = []
+
+    async def attempt() -> None:
+        results.append(await runner.run(RunSpec("early@1", command="sleep 30", kill_grace=5)))
+
+    t0 = trio.current_time()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(attempt)
+            while not runner.kill("early@1"):  # until the request is out
+                await trio.lowlevel.checkpoint()
+            assert runner.running() == []  # the spawner's reply is not in yet: no pid
+    [res] = results
+    assert res.state is Outcome.KILLED and res.signal == signal.SIGTERM
+    assert trio.current_time() - t0 < 3  # SIGTERM, not the 30 s sleep nor the grace
