@@ -69,6 +69,25 @@ def _config(tmp: Path, name: str, *, slots: int = 16, placement_wait: float = 1.
     )
 
 
+def _hosts(
+    tmp: Path, **config: Any
+) -> tuple[dict[str, Config], list[tuple[str, int]], dict[str, Host]]:
+    """The three hosts' configs, the seed every host joins, and the (not yet running) hosts."""
+    configs = {n: _config(tmp, n, **config) for n in TAGS}
+    host, port = configs["h1"].cluster.gossip_listen.split(":")
+    seeds = [(host, int(port))]
+    return configs, seeds, {n: Host(configs[n], seeds=seeds) for n in TAGS}
+
+
+async def _three_voters(hosts: dict[str, Host]) -> None:
+    async def formed() -> bool:
+        return any(
+            h.node is not None and len(h.node.statistics().voters) == 3 for h in hosts.values()
+        )
+
+    await _until(formed, 30, "3 voters")
+
+
 async def _call(host: Host, method: str, params: dict[str, Any]) -> Any:
     assert host.api_address is not None
     client = await RpcClient.connect(*host.api_address)
@@ -109,9 +128,7 @@ def _alive(pid: int) -> bool:
 async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent_host(
     tmp_path: Path,
 ) -> None:
-    configs = {n: _config(tmp_path, n) for n in TAGS}
-    seed = configs["h1"].cluster.gossip_listen.split(":")
-    hosts = {n: Host(configs[n], seeds=[(seed[0], int(seed[1]))]) for n in TAGS}
+    configs, seeds, hosts = _hosts(tmp_path)
     scopes: dict[str, trio.CancelScope] = {}
     orphans: list[int] = []
     with trio.fail_after(120):
@@ -125,13 +142,7 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
             for n in TAGS:
                 nursery.start_soon(run, n)
 
-            async def three_voters() -> bool:
-                return any(
-                    h.node is not None and len(h.node.statistics().voters) == 3
-                    for h in hosts.values()
-                )
-
-            await _until(three_voters, 30, "3 voters")
+            await _three_voters(hosts)
             h1, h3 = hosts["h1"], hosts["h3"]
 
             async def job(name: str, **spec: Any) -> None:
@@ -246,7 +257,7 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
             async def again() -> None:
                 with trio.CancelScope() as scope:
                     scopes[first_host] = scope
-                    await Host(configs[first_host], seeds=[(seed[0], int(seed[1]))]).run()
+                    await Host(configs[first_host], seeds=seeds).run()
 
             nursery.start_soon(again)
 
@@ -267,21 +278,13 @@ async def test_a_job_on_several_hosts_runs_once_per_host_and_its_dependents_wait
 ) -> None:
     """``on = all`` and ``on = 2``: one run per chosen host per instant (``job@T~host``),
     and a job ``after`` an all-hosts job runs once per instant, after every host's run."""
-    configs = {n: _config(tmp_path, n) for n in TAGS}
-    seed = configs["h1"].cluster.gossip_listen.split(":")
-    hosts = {n: Host(configs[n], seeds=[(seed[0], int(seed[1]))]) for n in TAGS}
+    _configs, _seeds, hosts = _hosts(tmp_path)
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             for h in hosts.values():
                 nursery.start_soon(h.run)
 
-            async def three_voters() -> bool:
-                return any(
-                    h.node is not None and len(h.node.statistics().voters) == 3
-                    for h in hosts.values()
-                )
-
-            await _until(three_voters, 30, "3 voters")
+            await _three_voters(hosts)
             h1 = hosts["h1"]
 
             async def job(name: str, **spec: Any) -> None:
@@ -348,22 +351,14 @@ async def test_a_full_host_refuses_a_run_and_the_leader_places_it_where_a_slot_f
 ) -> None:
     """One slot per host, both web hosts busy: the run is refused, waits, and goes to the
     host whose slot frees first (here h3, once its job is killed)."""
-    configs = {n: _config(tmp_path, n, slots=1, placement_wait=30.0) for n in TAGS}
-    seed = configs["h1"].cluster.gossip_listen.split(":")
-    hosts = {n: Host(configs[n], seeds=[(seed[0], int(seed[1]))]) for n in TAGS}
+    _configs, _seeds, hosts = _hosts(tmp_path, slots=1, placement_wait=30.0)
     pids: list[int] = []
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             for h in hosts.values():
                 nursery.start_soon(h.run)
 
-            async def three_voters() -> bool:
-                return any(
-                    h.node is not None and len(h.node.statistics().voters) == 3
-                    for h in hosts.values()
-                )
-
-            await _until(three_voters, 30, "3 voters")
+            await _three_voters(hosts)
             h2 = hosts["h2"]
 
             async def job(name: str, **spec: Any) -> None:
