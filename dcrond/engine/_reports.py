@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, final
+from typing import Any, Final, final
 from urllib.parse import quote
 
 import trio
@@ -27,6 +28,9 @@ from dcrond.store import Applied, Rejected, RunFinished, RunLost, RunSkipped, Ru
 from dcrond.store._blobs import log_key
 
 log = logging.getLogger("dcrond.engine")
+
+#: the longest a report waits for the attempts due at the same moment to start (s)
+SETTLE_PATIENCE: Final = 1.0
 
 
 def job_of(run_id: str) -> str:
@@ -42,8 +46,15 @@ def _ms(seconds: float) -> int:
 class Reporter:
     """Proposes what happened to this host's attempts (see the module doc)."""
 
-    def __init__(self, ctx: Context, state_dir: Path) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        state_dir: Path,
+        *,
+        settle: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
         self._ctx = ctx
+        self._settle = settle
         self.outbox = Journal(state_dir / "reports")
         self._notes = state_dir / "notes"
         self._notes.mkdir(parents=True, exist_ok=True)
@@ -53,9 +64,15 @@ class Reporter:
         """Ends written to the outbox and not committed yet."""
         return len(self.outbox)
 
+    async def _after_starts(self) -> None:
+        """Let attempts due now start before reporting (a crowd at one instant)."""
+        if self._settle is not None:
+            await self._settle(SETTLE_PATIENCE)
+
     async def started(self, run_id: str, attempt: int, handle: RunHandle, done: trio.Event) -> None:
         ctx = self._ctx
         try:
+            await self._after_starts()
             cmd = RunStarted(
                 **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
                 run_id=run_id,
@@ -107,6 +124,8 @@ class Reporter:
             _remove(spool)
         if started is not None:
             await started.wait()  # RunStarted goes first in the log
+        else:
+            await self._after_starts()
         await self.send(seq, record)
 
     async def send(self, seq: int, record: dict[str, Any]) -> None:

@@ -105,6 +105,7 @@ class _Slots:
 class _Pending:
     claim: Claim
     cancelled: bool = False
+    starting: bool = False  #: woken at its instant, counted in Worker._starting
 
 
 @dataclass(slots=True)
@@ -121,13 +122,17 @@ class Worker:
 
     def __init__(self, ctx: Context, state_dir: Path) -> None:
         self._ctx = ctx
-        self._reports = Reporter(ctx, state_dir)
+        self._reports = Reporter(ctx, state_dir, settle=self.starts_settled)
         self._slots = _Slots(ctx.config.runner.slots)
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._live: dict[tuple[str, int], _Live] = {}
         self._live_by_job: dict[str, set[str]] = {}  #: job -> runs with a live attempt here
         self._live_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        #: attempts between their wake-up at the instant and their start: while there
+        #: are any, reports wait (a crowd due at one instant starts first, reports after)
+        self._starting = 0
+        self._starts_done = trio.Event()
         #: attempts that ran here (or were recovered) and whose end is not in the table yet:
         #: a claim replayed from the log, or re-read after a snapshot, must not start them again
         self._ended: set[tuple[str, int]] = set()
@@ -286,13 +291,33 @@ class Worker:
 
     # --- one attempt ---------------------------------------------------------------
 
+    async def starts_settled(self, patience: float) -> None:
+        """Wait until no attempt is on its way to start (at most ``patience`` seconds)."""
+        with trio.move_on_after(patience):
+            while self._starting:
+                await self._starts_done.wait()
+
+    def _start_begins(self) -> None:
+        if self._starting == 0:
+            self._starts_done = trio.Event()
+        self._starting += 1
+
+    def _start_ends(self) -> None:
+        self._starting -= 1
+        if self._starting == 0:
+            self._starts_done.set()
+
     async def _attempt(self, claim: Claim) -> None:
         key = (claim.run_id, claim.attempt)
+        pending = self._pending.get(key)
+        if pending is None:  # the engine stopped before this task began
+            return
         try:
-            pending = self._pending[key]
             await self._attempt_inner(claim, pending)
         finally:
             self._pending.pop(key, None)
+            if pending.starting:
+                self._start_ends()
 
     async def _attempt_inner(self, claim: Claim, pending: _Pending) -> None:
         ctx, store = self._ctx, self._ctx.store
@@ -310,6 +335,9 @@ class Worker:
         prepared_again = False
         while True:
             await ctx.clock.wake_before(start_at)
+            if not pending.starting:
+                pending.starting = True
+                self._start_begins()
             own = ctx.run_event(claim.run_id)
             current = _table.current_attempt(store, claim.run_id)
             if pending.cancelled or current != ("scheduled", claim.attempt, "scheduled", ctx.host):
@@ -389,6 +417,8 @@ class Worker:
                 continue
             break
         self._pending.pop((claim.run_id, claim.attempt), None)  # from here on it is live
+        pending.starting = False
+        self._start_ends()  # (the process is started before _run's first checkpoint)
         await self._run(claim, prepared)
 
     def _may_refuse(self, claim: Claim) -> bool:

@@ -161,3 +161,33 @@ async def test_the_clock_wakes_a_moment_before_an_instant_and_spins_to_it() -> N
     assert not clock.spin_until(time.time() + 1.0)  # too far away to spin: returns at once
     frozen = WallClock(lambda: 100.0)
     assert not frozen.spin_until(100.0 + SPIN)  # a clock that stands still cannot hang it
+
+
+def test_a_journal_survives_a_line_cut_short_and_leaves_no_file_when_empty(
+    tmp_path: Path,
+) -> None:
+    j = Journal(tmp_path)
+    a, b = j.add({"n": 1}), j.add({"n": 2})
+    j.remove(a)
+    j.close()
+    with (tmp_path / "journal.log").open("ab") as f:  # a crash in the middle of a write
+        f.write(b'{"seq":3,"rec')
+    again = Journal(tmp_path)
+    assert again.items() == [(b, {"n": 2})]
+    c = again.add({"n": 3})
+    assert c > b
+    assert Journal(tmp_path).items() == [(b, {"n": 2}), (c, {"n": 3})]
+    again.remove(b)
+    again.remove(c)
+    assert list(tmp_path.iterdir()) == []  # an idle queue leaves an empty folder
+
+
+def test_a_journal_reads_the_files_of_the_earlier_format(tmp_path: Path) -> None:
+    (tmp_path / "0000000000000004.json").write_text('{"n": 4}')
+    j = Journal(tmp_path)
+    assert j.items() == [(4, {"n": 4})]
+    five = j.add({"n": 5})
+    assert five == 5
+    j.remove(4)
+    assert not (tmp_path / "0000000000000004.json").exists()
+    assert Journal(tmp_path).items() == [(5, {"n": 5})]
