@@ -42,21 +42,18 @@ from dcrond.runner import ProcessRunner
 from dcrond.schedule import parse
 from dcrond.store import (
     FINAL_STATES,
+    JOB_COMMANDS,
+    RUN_COMMANDS,
     Applied,
     Command,
     CreateJob,
-    DeleteJob,
-    PauseJob,
     Result,
-    ResumeJob,
     RunFinished,
     RunLost,
     RunPlaced,
     RunRefused,
     RunScheduled,
     RunSkipped,
-    RunStarted,
-    UpdateJob,
     make_run_id,
     unwrap,
 )
@@ -74,16 +71,6 @@ MAX_UPCOMING: Final = 1000
 KILL_SLACK: Final = 30.0
 #: how long a call to another host's engine may take (a log read, say)
 PEER_TIMEOUT: Final = 5.0
-_JOB_COMMANDS: Final = (CreateJob, UpdateJob, DeleteJob, PauseJob, ResumeJob)
-_RUN_COMMANDS: Final = (
-    RunScheduled,
-    RunStarted,
-    RunFinished,
-    RunSkipped,
-    RunLost,
-    RunRefused,
-    RunPlaced,
-)
 _ENDED_ATTEMPT: Final = frozenset({"succeeded", "failed", "timed_out", "killed", "lost", "skipped"})
 
 
@@ -286,7 +273,7 @@ class Engine:
             self._leader.restored()
             self._worker.recover_claims()
             return
-        if isinstance(cmd, _RUN_COMMANDS):
+        if isinstance(cmd, RUN_COMMANDS):
             self._ctx.run_changed(cmd.run_id)
             if not isinstance(result, Applied):
                 return
@@ -312,7 +299,7 @@ class Engine:
                 if isinstance(cmd, RunLost):
                     self._worker.superseded(cmd.run_id, cmd.attempt)
                 self._leader.run_ended(run)
-        elif isinstance(cmd, _JOB_COMMANDS):
+        elif isinstance(cmd, JOB_COMMANDS):
             self._leader.job_changed(cmd.job.name if isinstance(cmd, CreateJob) else cmd.name)
 
     # --- what dcronctl asks -------------------------------------------------------------------

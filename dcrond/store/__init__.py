@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from dcrond.store._commands import (
     COMMANDS,
+    JOB_COMMANDS,
     OUTCOMES,
+    RUN_COMMANDS,
     RUN_REASONS,
     Command,
     CreateJob,
@@ -61,7 +63,9 @@ __all__ = [
     "CONCURRENCY",
     "FINAL_STATES",
     "INTERPRETERS",
+    "JOB_COMMANDS",
     "OUTCOMES",
+    "RUN_COMMANDS",
     "RUN_REASONS",
     "RUN_TRANSITIONS",
     "SPEC_FIELDS",

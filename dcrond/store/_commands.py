@@ -396,23 +396,20 @@ class PruneRuns(Command):
             raise InvalidRequest("keep_count, max_age: give at least one limit")
 
 
+#: the commands about one job's definition, and those about one run (each has ``run_id``)
+JOB_COMMANDS: Final = (CreateJob, UpdateJob, DeleteJob, PauseJob, ResumeJob)
+RUN_COMMANDS: Final = (
+    RunScheduled,
+    RunStarted,
+    RunFinished,
+    RunSkipped,
+    RunLost,
+    RunRefused,
+    RunPlaced,
+)
+
 COMMANDS: Final[dict[str, type[Command]]] = {
-    cls.KIND: cls
-    for cls in (
-        CreateJob,
-        UpdateJob,
-        DeleteJob,
-        PauseJob,
-        ResumeJob,
-        RunScheduled,
-        RunStarted,
-        RunFinished,
-        RunSkipped,
-        RunLost,
-        RunRefused,
-        RunPlaced,
-        PruneRuns,
-    )
+    cls.KIND: cls for cls in (*JOB_COMMANDS, *RUN_COMMANDS, PruneRuns)
 }
 
 _FIELDS: Final = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in COMMANDS.values()}
