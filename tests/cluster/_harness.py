@@ -1,4 +1,4 @@
-"""Discovery probes in lab hosts, and waiting on what they print."""
+"""Discovery probes in lab hosts, and real daemons with mutual TLS in lab hosts."""
 
 from __future__ import annotations
 
@@ -84,3 +84,88 @@ def drain(probes: list[Probe], seconds: float) -> None:
     """Keep reading the probes' lines for ``seconds``."""
     end = time.monotonic() + seconds
     wait_for(probes, lambda: time.monotonic() >= end, seconds + 1)
+
+
+#: the ports every daemon of a ``DaemonLab`` listens on (each host has its own address)
+API, RAFT, GOSSIP = 7300, 7301, 7302
+
+
+class DaemonLab:
+    """One real ``dcrond`` per namespace of a ``NetnsLab``, with node and client
+    certificates from one ``dcronctl ca``; each test adds its own config sections."""
+
+    def __init__(self, lab: NetnsLab, tmp: Path) -> None:
+        self.lab = lab
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.hosts = {f"h{h.index}": h for h in lab.hosts}
+        ca = str(tmp / "ca")
+        self._ca("init", "--dir", ca)
+        for name, host in self.hosts.items():
+            self._ca("issue", "node", name, "--ip", host.address, "--dir", ca)
+        self._ca("issue", "client", "tester", "--dir", ca)
+        client = tmp / "ca" / "clients" / "tester"
+        self.tls_args = [
+            "--ca",
+            str(client / "ca.crt"),
+            "--cert",
+            str(client / "client.crt"),
+            "--key",
+            str(client / "client.key"),
+        ]
+
+    @staticmethod
+    def _ca(*args: str) -> None:
+        argv = [sys.executable, "-m", "dcrond.ctl", "ca", *args]
+        subprocess.run(argv, check=True, capture_output=True, timeout=60, cwd=ROOT)
+
+    def sections(self, name: str) -> str:
+        """TOML for ``name`` beyond [node], [api], [raft] and [tls] (a test's own)."""
+        return ""
+
+    def config(self, name: str) -> Path:
+        """Write ``name``'s config file and return its path."""
+        host = self.hosts[name]
+        certs = self.tmp / "ca" / "nodes" / name
+        path = self.tmp / f"{name}.toml"
+        path.write_text(
+            f"""
+[node]
+name = "{name}"
+data_dir = "{self.tmp / name}"
+
+[api]
+listen = "{host.address}:{API}"
+
+[raft]
+listen = "{host.address}:{RAFT}"
+fsync = false
+{self.sections(name)}
+[tls]
+ca = "{certs / "ca.crt"}"
+cert = "{certs / "node.crt"}"
+key = "{certs / "node.key"}"
+""",
+            encoding="utf-8",
+        )
+        return path
+
+    def start(self, name: str) -> None:
+        """Start ``name``'s daemon in its namespace (its log: ``<tmp>/<name>.log``)."""
+        with (self.tmp / f"{name}.log").open("ab") as log:
+            self.procs[name] = self.lab.popen(
+                self.hosts[name],
+                [sys.executable, "-m", "dcrond", "--config", str(self.config(name))],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def logs(self) -> str:
+        """The tail of every daemon's log."""
+        parts = []
+        for name in self.hosts:
+            path = self.tmp / f"{name}.log"
+            text = path.read_text(errors="replace") if path.exists() else ""
+            parts.append(f"--- {name} ---\n{text[-4000:]}")
+        return "\n".join(parts)

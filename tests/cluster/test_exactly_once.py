@@ -87,9 +87,8 @@ from typing import Any
 import pytest
 
 from dcrond.testing._netns import NetnsLab
-from tests.cluster._harness import ROOT
+from tests.cluster._harness import API, GOSSIP, ROOT, DaemonLab
 
-API, RAFT, GOSSIP = 7300, 7301, 7302
 SECRET = "exactly-once-test-secret"
 JOBS = 50
 HEARTBEAT_S, LEASE_S, KILL_GRACE_S = 0.5, 3.0, 2.0
@@ -123,51 +122,12 @@ class Fault:
         return self.killed_at - FAULT_MARGIN_S <= instant <= self.back_at + FAULT_MARGIN_S
 
 
-class Cluster:
+class Cluster(DaemonLab):
     """The five daemons, their files, and dcronctl inside the namespaces."""
 
-    def __init__(self, lab: NetnsLab, tmp: Path) -> None:
-        self.lab = lab
-        self.tmp = tmp
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.hosts = {f"h{h.index}": h for h in lab.hosts}
-        ca = str(tmp / "ca")
-        self._ca("init", "--dir", ca)
-        for name, host in self.hosts.items():
-            self._ca("issue", "node", name, "--ip", host.address, "--dir", ca)
-        self._ca("issue", "client", "tester", "--dir", ca)
-        client = tmp / "ca" / "clients" / "tester"
-        self.tls_args = [
-            "--ca",
-            str(client / "ca.crt"),
-            "--cert",
-            str(client / "client.crt"),
-            "--key",
-            str(client / "client.key"),
-        ]
-
-    @staticmethod
-    def _ca(*args: str) -> None:
-        argv = [sys.executable, "-m", "dcrond.ctl", "ca", *args]
-        subprocess.run(argv, check=True, capture_output=True, timeout=60, cwd=ROOT)
-
-    def config(self, name: str) -> Path:
+    def sections(self, name: str) -> str:
         host = self.hosts[name]
-        certs = self.tmp / "ca" / "nodes" / name
-        path = self.tmp / f"{name}.toml"
-        path.write_text(
-            f"""
-[node]
-name = "{name}"
-data_dir = "{self.tmp / name}"
-
-[api]
-listen = "{host.address}:{API}"
-
-[raft]
-listen = "{host.address}:{RAFT}"
-fsync = false
-
+        return f"""
 [cluster]
 name = "once"
 secret = "{SECRET}"
@@ -181,25 +141,7 @@ kill_grace_s = {KILL_GRACE_S}
 [jobs]
 keep_runs = 0
 keep_days = 0
-
-[tls]
-ca = "{certs / "ca.crt"}"
-cert = "{certs / "node.crt"}"
-key = "{certs / "node.key"}"
-""",
-            encoding="utf-8",
-        )
-        return path
-
-    def start(self, name: str) -> None:
-        with (self.tmp / f"{name}.log").open("ab") as log:
-            self.procs[name] = self.lab.popen(
-                self.hosts[name],
-                [sys.executable, "-m", "dcrond", "--config", str(self.config(name))],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+"""
 
     def kill(self, name: str) -> float:
         """``kill -9`` the daemon of ``name``; when it died (epoch seconds)."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,60 +32,20 @@ from typing import Any
 import pytest
 
 from dcrond.testing._netns import NetnsLab
-from tests.cluster._harness import ROOT, Probe, wait_for
+from tests.cluster._harness import API, GOSSIP, DaemonLab, Probe, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-API, RAFT, GOSSIP = 7300, 7301, 7302
 DEAD_GRACE_S = 4.0
 SECRET = "five-hosts-test-secret"
 
 
-class Cluster:
+class Cluster(DaemonLab):
     """The five daemons, their files, and dcronctl inside the namespaces."""
 
-    def __init__(self, lab: NetnsLab, tmp: Path) -> None:
-        self.lab = lab
-        self.tmp = tmp
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.hosts = {f"h{h.index}": h for h in lab.hosts}
-        ca = str(tmp / "ca")
-        self._ca("init", "--dir", ca)
-        for name, host in self.hosts.items():
-            self._ca("issue", "node", name, "--ip", host.address, "--dir", ca)
-        self._ca("issue", "client", "tester", "--dir", ca)
-        client = tmp / "ca" / "clients" / "tester"
-        self.tls_args = [
-            "--ca",
-            str(client / "ca.crt"),
-            "--cert",
-            str(client / "client.crt"),
-            "--key",
-            str(client / "client.key"),
-        ]
-
-    @staticmethod
-    def _ca(*args: str) -> None:
-        argv = [sys.executable, "-m", "dcrond.ctl", "ca", *args]
-        subprocess.run(argv, check=True, capture_output=True, timeout=60, cwd=ROOT)
-
-    def config(self, name: str) -> Path:
+    def sections(self, name: str) -> str:
         host = self.hosts[name]
-        certs = self.tmp / "ca" / "nodes" / name
-        path = self.tmp / f"{name}.toml"
-        path.write_text(
-            f"""
-[node]
-name = "{name}"
-data_dir = "{self.tmp / name}"
-
-[api]
-listen = "{host.address}:{API}"
-
-[raft]
-listen = "{host.address}:{RAFT}"
-fsync = false
-
+        return f"""
 [cluster]
 name = "five"
 secret = "{SECRET}"
@@ -96,26 +55,7 @@ dead_grace_s = {DEAD_GRACE_S}
 [discovery]
 zeroconf = true
 join = []
-
-[tls]
-ca = "{certs / "ca.crt"}"
-cert = "{certs / "node.crt"}"
-key = "{certs / "node.key"}"
-""",
-            encoding="utf-8",
-        )
-        return path
-
-    def start(self, name: str) -> None:
-        log = (self.tmp / f"{name}.log").open("ab")
-        self.procs[name] = self.lab.popen(
-            self.hosts[name],
-            [sys.executable, "-m", "dcrond", "--config", str(self.config(name))],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+"""
 
     def ctl(self, name: str, *args: str, stale: bool = False) -> Any:
         """``dcronctl -o json ARGS`` against ``name``'s API, run in ``name``'s namespace;
@@ -146,14 +86,6 @@ key = "{certs / "node.key"}"
             yield
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.logs()}") from None
-
-    def logs(self) -> str:
-        parts = []
-        for name in self.hosts:
-            path = self.tmp / f"{name}.log"
-            text = path.read_text(errors="replace") if path.exists() else ""
-            parts.append(f"--- {name} ---\n{text[-4000:]}")
-        return "\n".join(parts)
 
 
 def until(what: str, seconds: float, check: Callable[[], Any]) -> Any:
