@@ -178,8 +178,11 @@ class Context:
             now = trio.current_time()
             exclude = {
                 v.name: "missed its heartbeats"
+                if leases.confirmed(v.name)
+                else "has not reached this leader yet"
                 for v in views
-                if v.name != self.host and leases.quiet(v.name, now)
+                if v.name != self.host
+                and (leases.quiet(v.name, now) or not leases.confirmed(v.name))
             }
         if only is not None:
             exclude.update({v.name: "is not this run's host" for v in views if v.name != only})

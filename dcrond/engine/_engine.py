@@ -247,7 +247,10 @@ class Engine:
             return False
         params = {"host": self._host, "running": self._worker.running}
         try:
-            with trio.move_on_after(times.heartbeat) as scope:
+            # a slow answer still renews the lease from the time it was sent; cutting the
+            # call at one heartbeat could cancel every (re)connection on a busy host, and
+            # the leader would never hear from it
+            with trio.move_on_after(times.lease / 2) as scope:
                 await call(leader, "engine.heartbeat", params)
         except DcronError as exc:
             log.debug("heartbeat_failed leader=%s error=%r", leader, str(exc))

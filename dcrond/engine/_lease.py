@@ -20,7 +20,9 @@ only relies on their *rates* being alike, never on their offsets:
   ``lease + kill grace + 2 x heartbeat``. Receipt is later than sending, so
   by then the cut-off host has stopped those attempts for at least the
   kill grace. A new leader counts every host as heard when it took over,
-  so a change of leader never declares anything lost by itself.
+  so a change of leader never declares anything lost by itself; but it
+  places new runs only on hosts whose heartbeat it has received (a
+  second, usually), never on one it has not heard from at all.
 
 A lost attempt is retried on another host when the job's retry policy
 allows (``dcrond.store``: lost is retryable), and the old attempt's report,
@@ -101,3 +103,12 @@ class LeaderLeases:
     def quiet(self, host: str, now: float) -> bool:
         """``host`` missed heartbeats for longer than a lease: place nothing new on it."""
         return now - self.last_heard(host) > self.times.lease
+
+    def confirmed(self, host: str) -> bool:
+        """A heartbeat from ``host`` reached this leader since it took over.
+
+        Until then nothing new is placed on the host (it may be down, or
+        unable to reach this leader); its running attempts are not called
+        lost before ``lost_after`` from the takeover either.
+        """
+        return host in self._heard

@@ -33,7 +33,9 @@ def test_a_new_leader_counts_every_host_as_heard_when_it_took_over() -> None:
     assert not leases.silent("never-seen", 50.0 + TIMES.lost_after)
     assert leases.silent("never-seen", 50.0 + TIMES.lost_after + 0.01)
     assert not leases.quiet("never-seen", 60.0) and leases.quiet("never-seen", 60.01)
+    assert not leases.confirmed("h2")  # nothing new is placed on it yet
     leases.heard("h2", 70.0)
+    assert leases.confirmed("h2")
     assert not leases.silent("h2", 70.0 + TIMES.lost_after)
 
 
