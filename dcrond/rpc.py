@@ -282,6 +282,16 @@ def _actor(identity: tls.PeerIdentity, given: object) -> str:
     return given if isinstance(given, str) and given else f"node:{identity.name}"
 
 
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """``exc`` or an exception in its cause/context chain is a ``kind``."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 @final
 class RpcClient:
     """A pipelined client: many ``call``s may be in flight on one connection."""
@@ -367,7 +377,9 @@ class RpcClient:
         close_notify) before its first answer.
         """
         err = tls.ssl_failure(exc)
-        if isinstance(err, ssl.SSLEOFError) and not self._answered:
+        reset = self.peer is not None and _caused_by(exc, ConnectionResetError)
+        if (isinstance(err, ssl.SSLEOFError) or reset) and not self._answered:
+            # (the refusal may also arrive as a reset: the server closed with our request unread)
             return errors.TlsError(
                 f"dcrond at {self._endpoint} hung up right after the TLS handshake: it did"
                 " not accept our certificate (none sent? issued by another CA? expired?);"
@@ -394,7 +406,7 @@ class RpcClient:
             await self._outbox.send([rid, method, dict(params or {})])
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._pending.pop(rid, None)
-            raise errors.Unavailable(f"connection to dcrond lost: {exc!r}") from exc
+            raise self._broken or self._lost(exc) from exc
         try:
             await event.wait()
         finally:

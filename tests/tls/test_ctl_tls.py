@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from dcrond import ctl
-from dcrond.rpc import RpcServer
+from dcrond import ctl, tls
+from dcrond._wire import FrameStream
+from dcrond.rpc import RpcClient, RpcServer
 from tests.tls.conftest import Pki
 
 
@@ -136,3 +138,20 @@ def test_a_missing_certificate_file_is_a_usage_error(
     code = ctl.main(["--endpoint", "127.0.0.1:1", "--ca", str(tmp_path / "ca.crt"), "node", "list"])
     assert code == 2
     assert "no CA certificate at" in capsys.readouterr().err
+
+
+def test_a_reset_before_the_first_answer_over_tls_reads_as_a_refused_certificate() -> None:
+    """The server's refusal can reach the client as a reset instead of a closed stream (it
+    closed with our request unread): the same hint, not "connection lost" (seen in CI)."""
+    left, _right = trio.testing.memory_stream_pair()
+    peer = tls.PeerIdentity("n1", "node", "00")
+    client = RpcClient(FrameStream(left), endpoint="127.0.0.1:7300", peer=peer)
+    try:
+        raise trio.BrokenResourceError("socket connection broken") from ConnectionResetError(104)
+    except trio.BrokenResourceError as exc:
+        assert "did not accept our certificate" in str(client._lost(exc))
+    plain = RpcClient(FrameStream(left), endpoint="127.0.0.1:7300")
+    try:
+        raise trio.BrokenResourceError("socket connection broken") from ConnectionResetError(104)
+    except trio.BrokenResourceError as exc:
+        assert "connection to dcrond lost" in str(plain._lost(exc))
