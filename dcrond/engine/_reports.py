@@ -24,18 +24,21 @@ from dcrond.engine._context import Context
 from dcrond.engine._journal import Journal
 from dcrond.engine._table import Claim
 from dcrond.runner import LocalProcessRunner, Outcome, RunHandle, RunResult
-from dcrond.store import Applied, Rejected, RunFinished, RunLost, RunSkipped, RunStarted
+from dcrond.store import (
+    Applied,
+    Rejected,
+    RunFinished,
+    RunLost,
+    RunSkipped,
+    RunStarted,
+    run_job,
+)
 from dcrond.store._blobs import log_key
 
 log = logging.getLogger("dcrond.engine")
 
 #: the longest a report waits for the attempts due at the same moment to start (s)
 SETTLE_PATIENCE: Final = 1.0
-
-
-def job_of(run_id: str) -> str:
-    """The job part of a run id."""
-    return run_id.rpartition("@")[0]
 
 
 def _ms(seconds: float) -> int:
@@ -166,24 +169,8 @@ class Reporter:
         note = self._notes / f"{quote(claim.run_id, safe='@+-_.~')}.{claim.attempt}.log"
         note.write_bytes(f"[dcrond: the attempt could not start: {message}]\n".encode())
         log.warning("run_start_failed run=%s attempt=%d: %s", claim.run_id, claim.attempt, message)
-        await self.end(
-            claim.job,
-            RunResult(
-                run_id=claim.run_id,
-                attempt=claim.attempt,
-                state=Outcome.FAILED,
-                exit_code=None,
-                signal=None,
-                started_at=now,
-                finished_at=now,
-                output_bytes=0,
-                discarded_bytes=0,
-                truncated=False,
-                spool_path=note,
-            ),
-            None,
-            began=False,
-        )
+        ended = _without_process(claim.run_id, claim.attempt, Outcome.FAILED, now, note)
+        await self.end(claim.job, ended, None, began=False)
 
     async def skip(self, claim: Claim, reason: str) -> None:
         ctx = self._ctx
@@ -209,24 +196,8 @@ class Reporter:
             now = ctx.clock.now()
             with spool.open("ab") as f:
                 f.write(f"\n[dcrond: {reason}]\n".encode())
-            await self.end(
-                job_of(run_id),
-                RunResult(
-                    run_id=run_id,
-                    attempt=attempt,
-                    state=Outcome.LOST,
-                    exit_code=None,
-                    signal=None,
-                    started_at=now,
-                    finished_at=now,
-                    output_bytes=0,
-                    discarded_bytes=0,
-                    truncated=False,
-                    spool_path=spool,
-                ),
-                None,
-                began=False,
-            )
+            ended = _without_process(run_id, attempt, Outcome.LOST, now, spool)
+            await self.end(run_job(run_id), ended, None, began=False)
             return
         cmd = RunLost(
             **ctx.replica.stamp(f"runner@{ctx.host}"),  # type: ignore[arg-type]
@@ -238,6 +209,25 @@ class Reporter:
         if isinstance(result, Applied):
             ctx.counters.lost += 1
             log.warning("run_lost run=%s attempt=%d", run_id, attempt)
+
+
+def _without_process(
+    run_id: str, attempt: int, state: Outcome, now: float, spool: Path
+) -> RunResult:
+    """The result of an attempt that ended with no process of ours to tell (``spool``: a note)."""
+    return RunResult(
+        run_id=run_id,
+        attempt=attempt,
+        state=state,
+        exit_code=None,
+        signal=None,
+        started_at=now,
+        finished_at=now,
+        output_bytes=0,
+        discarded_bytes=0,
+        truncated=False,
+        spool_path=spool,
+    )
 
 
 def _has_output(path: Path) -> bool:

@@ -46,11 +46,11 @@ from dcrond.engine import _table
 from dcrond.engine._context import Context, wait_any
 from dcrond.engine._lease import WorkerLease
 from dcrond.engine._policy import concurrency, stale_claim, upstream_gate
-from dcrond.engine._reports import Reporter, job_of
+from dcrond.engine._reports import Reporter
 from dcrond.engine._table import Claim
 from dcrond.errors import InvalidRequest, StorageError
 from dcrond.runner import RunHandle, RunSpec
-from dcrond.store import RunRefused, make_run_id, run_host
+from dcrond.store import RunRefused, make_run_id, run_host, run_job
 from dcrond.store._blobs import log_key
 
 log = logging.getLogger("dcrond.engine")
@@ -187,7 +187,7 @@ class Worker:
 
     def is_live(self, run_id: str) -> bool:
         """An attempt of ``run_id`` runs on this host now."""
-        return run_id in self._live_by_job.get(job_of(run_id), ())
+        return run_id in self._live_by_job.get(run_job(run_id), ())
 
     def live_spool(self, run_id: str, attempt: int) -> Path | None:
         """The spool of a running attempt (its output so far), or None."""
@@ -546,7 +546,7 @@ class Worker:
         for found in ctx.runner.recover():
             key = (found.run_id, found.attempt)
             done.add(key)
-            job = job_of(found.run_id)
+            job = run_job(found.run_id)
             if found.handle is not None:
                 self._adopt(job, found.handle)
             elif found.result is not None:

@@ -35,7 +35,7 @@ from dcrond.store._commands import (
     UpdateJob,
     decode,
 )
-from dcrond.store._instants import format_instant, make_run_id, run_host
+from dcrond.store._instants import format_instant, make_run_id, run_host, run_job
 from dcrond.store._jobspec import (
     CATCH_UP,
     CONCURRENCY,
@@ -98,5 +98,6 @@ __all__ = [
     "format_instant",
     "make_run_id",
     "run_host",
+    "run_job",
     "unwrap",
 ]
