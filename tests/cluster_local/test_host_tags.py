@@ -8,19 +8,17 @@ leader builds from its real gossip members and Raft configuration puts a
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from dcrond.config import ApiConfig, ClusterConfig, Config, NodeConfig, RaftConfig
+from dcrond.config import Config
 from dcrond.host import Host
 from dcrond.placement import Requirements, hosts_from_cluster, place
-from dcrond.testing._cluster import free_ports
+from tests.cluster_local._lab import loopback_config, until
 
 TAGS = {
     "h1": {"role": "db", "zone": "eu"},
@@ -30,18 +28,7 @@ TAGS = {
 
 
 def _config(tmp: Path, name: str) -> Config:
-    api, raft, gossip = free_ports(3)
-    return dataclasses.replace(
-        Config(),
-        node=NodeConfig(name=name, data_dir=str(tmp / name), tags=tuple(TAGS[name].items())),
-        api=ApiConfig(listen=f"127.0.0.1:{api}"),
-        raft=RaftConfig(listen=f"127.0.0.1:{raft}", tick_ms=50, fsync=False),
-        cluster=ClusterConfig(
-            gossip_listen=f"127.0.0.1:{gossip}",
-            bootstrap_wait_s=1.0,
-            secret="a-lab-secret-of-32-characters-ok",
-        ),
-    )
+    return loopback_config(tmp, name, tags=TAGS[name])
 
 
 async def _node_list(host: Host) -> list[dict[str, Any]]:
@@ -58,14 +45,6 @@ async def _node_list(host: Host) -> list[dict[str, Any]]:
     return rows
 
 
-async def _until(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
-    deadline = trio.current_time() + seconds
-    while not await check():  # polling state that many tasks change; no single event to wait on
-        if trio.current_time() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await trio.sleep(0.2)
-
-
 async def test_every_host_lists_every_hosts_tags_and_placement_uses_them(tmp_path: Path) -> None:
     configs = {n: _config(tmp_path, n) for n in TAGS}
     seed = configs["h1"].cluster.gossip_listen.split(":")
@@ -78,7 +57,7 @@ async def test_every_host_lists_every_hosts_tags_and_placement_uses_them(tmp_pat
             async def all_up() -> bool:
                 return all(h.api_address is not None for h in hosts.values())
 
-            await _until(all_up, 20, "all hosts serve")
+            await until(all_up, 20, "all hosts serve", poll=0.2)
             lists: dict[str, list[dict[str, Any]]] = {}
 
             async def every_host_sees_every_tag() -> bool:
@@ -91,7 +70,9 @@ async def test_every_host_lists_every_hosts_tags_and_placement_uses_them(tmp_pat
                     for rows in lists.values()
                 )
 
-            await _until(every_host_sees_every_tag, 30, "every host lists every host's tags")
+            await until(
+                every_host_sees_every_tag, 30, "every host lists every host's tags", poll=0.2
+            )
             for rows in lists.values():
                 assert all(r["free_slots"] == 16 for r in rows), rows
 

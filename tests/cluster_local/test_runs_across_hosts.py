@@ -19,28 +19,19 @@ a user sees through the RPC API of *any* host:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from dcrond.config import (
-    ApiConfig,
-    ClusterConfig,
-    Config,
-    NodeConfig,
-    RaftConfig,
-    RunnerConfig,
-)
+from dcrond.config import Config, RunnerConfig
 from dcrond.engine._table import iso_ms
 from dcrond.host import Host
 from dcrond.rpc import RpcClient
-from dcrond.testing._cluster import free_ports
+from tests.cluster_local._lab import loopback_config, until
 
 TAGS = {
     "h1": {"role": "web", "id": "h1"},
@@ -51,21 +42,14 @@ HEARTBEAT, LEASE, KILL_GRACE = 0.2, 1.0, 1.0
 
 
 def _config(tmp: Path, name: str, *, slots: int = 16, placement_wait: float = 1.0) -> Config:
-    api, raft, gossip = free_ports(3)
-    return dataclasses.replace(
-        Config(),
-        node=NodeConfig(name=name, data_dir=str(tmp / name), tags=tuple(TAGS[name].items())),
-        api=ApiConfig(listen=f"127.0.0.1:{api}"),
-        raft=RaftConfig(listen=f"127.0.0.1:{raft}", tick_ms=50, fsync=False),
-        cluster=ClusterConfig(
-            gossip_listen=f"127.0.0.1:{gossip}",
-            bootstrap_wait_s=1.0,
-            secret="a-lab-secret-of-32-characters-ok",
-            heartbeat_s=HEARTBEAT,
-            lease_s=LEASE,
-            placement_wait_s=placement_wait,
-        ),
+    return loopback_config(
+        tmp,
+        name,
+        tags=TAGS[name],
         runner=RunnerConfig(kill_grace_s=KILL_GRACE, slots=slots),
+        heartbeat_s=HEARTBEAT,
+        lease_s=LEASE,
+        placement_wait_s=placement_wait,
     )
 
 
@@ -85,7 +69,7 @@ async def _three_voters(hosts: dict[str, Host]) -> None:
             h.node is not None and len(h.node.statistics().voters) == 3 for h in hosts.values()
         )
 
-    await _until(formed, 30, "3 voters")
+    await until(formed, 30, "3 voters")
 
 
 async def _call(host: Host, method: str, params: dict[str, Any]) -> Any:
@@ -100,14 +84,6 @@ async def _call(host: Host, method: str, params: dict[str, Any]) -> Any:
                 nursery.cancel_scope.cancel()
     finally:
         await client.aclose()
-
-
-async def _until(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> None:
-    deadline = trio.current_time() + seconds
-    while not await check():  # polling state that many tasks change; no single event to wait on
-        if trio.current_time() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        await trio.sleep(0.1)
 
 
 def _kill_group(pid: int | None) -> None:
@@ -164,8 +140,8 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
                     >= 3
                 )
 
-            await _until(lambda: three_final("pinned"), 20, "3 runs of the pinned job")
-            await _until(lambda: three_final("nowhere"), 20, "3 runs of the unplaceable job")
+            await until(lambda: three_final("pinned"), 20, "3 runs of the pinned job")
+            await until(lambda: three_final("nowhere"), 20, "3 runs of the unplaceable job")
             pinned = [r for r in await runs_of("pinned") if r["state"] == "succeeded"]
             assert {r["host"] for r in pinned} == {"h2"}, pinned
             skipped = [r for r in await runs_of("nowhere") if r["state"] != "scheduled"]
@@ -188,7 +164,7 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
                 got = await _call(h3, "run.get", {"id": run_id})
                 return bool(got["state"] == "running" and got["host"] == "h2")
 
-            await _until(started_on_h2, 20, "the long run is running on h2")
+            await until(started_on_h2, 20, "the long run is running on h2")
             orphans.append((await _call(h1, "run.get", {"id": run_id}))["attempts"][0]["pid"])
             data = b""
             offset = 0
@@ -222,7 +198,7 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
                     got = await _call(hosts[leader], "run.get", {"id": rid})
                     return bool(got["state"] == "running")
 
-                await _until(survivor_running, 20, "the survivor run is running")
+                await until(survivor_running, 20, "the survivor run is running")
                 got = await _call(hosts[leader], "run.get", {"id": survivor["id"]})
                 orphans.append(got["attempts"][0]["pid"])
                 if got["host"] != leader:
@@ -243,7 +219,7 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
                     and atts[1]["host"] not in (None, first_host)
                 )
 
-            await _until(retried_elsewhere, 30, "attempt 1 lost and attempt 2 running elsewhere")
+            await until(retried_elsewhere, 30, "attempt 1 lost and attempt 2 running elsewhere")
             # the last heartbeat left at most one interval before the daemon stopped
             lost_after = LEASE + KILL_GRACE + 2 * HEARTBEAT
             assert trio.current_time() - silent_at >= lost_after - HEARTBEAT
@@ -264,7 +240,7 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
             async def old_gone() -> bool:
                 return not _alive(old_pid)
 
-            await _until(old_gone, 30, "the superseded process stopped")
+            await until(old_gone, 30, "the superseded process stopped")
             got = await _call(hosts[leader], "run.get", {"id": survivor_id})
             assert got["state"] == "running" and got["attempt"] == 2, got
             await _call(hosts[leader], "run.kill", {"id": survivor_id})
@@ -317,7 +293,7 @@ async def test_a_job_on_several_hosts_runs_once_per_host_and_its_dependents_wait
                     deps.get(t, {}).get("state") == "succeeded" for t in full
                 )
 
-            await _until(settled, 30, "3 instants of the all-hosts job and their dependents")
+            await until(settled, 30, "3 instants of the all-hosts job and their dependents")
             await _call(h1, "job.pause", {"name": "everywhere"})
             await _call(h1, "job.pause", {"name": "two-web"})
 
@@ -373,7 +349,7 @@ async def test_a_full_host_refuses_a_run_and_the_leader_places_it_where_a_slot_f
                 await job(f"fill-{name}", schedule="@yearly", command="sleep 60", tags={"id": name})
                 fillers[name] = (await _call(h2, "job.trigger", {"name": f"fill-{name}"}))["id"]
             for name, run_id in fillers.items():
-                await _until(functools.partial(running, run_id, name), 20, f"{name} busy")
+                await until(functools.partial(running, run_id, name), 20, f"{name} busy")
                 pids.append((await _call(h2, "run.get", {"id": run_id}))["attempts"][0]["pid"])
 
             await job("web", schedule="@yearly", command="sleep 60", tags={"role": "web"})
@@ -384,9 +360,9 @@ async def test_a_full_host_refuses_a_run_and_the_leader_places_it_where_a_slot_f
                 message = got["attempts"][0]["message"] or ""
                 return bool(got["state"] == "scheduled" and "refused it: no free slot" in message)
 
-            await _until(refused, 20, "a full web host refused the run")
+            await until(refused, 20, "a full web host refused the run")
             await _call(h2, "run.kill", {"id": fillers["h3"]})
-            await _until(
+            await until(
                 functools.partial(running, web, "h3"), 20, "the run placed on h3 once it had a slot"
             )
             pids.append((await _call(h2, "run.get", {"id": web}))["attempts"][0]["pid"])
