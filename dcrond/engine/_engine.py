@@ -312,9 +312,9 @@ class Engine:
 
         A job that runs on several hosts (``on`` all or N) gets one run per
         host; the JSON is the first one's, and ``runs`` lists every run id
-        (one for other jobs). NotFound for an unknown job; Unavailable when
-        no host can run it now; NotLeader when this node cannot commit (the
-        caller forwards to the leader).
+        (one for other jobs). NotFound for an unknown job; InvalidRequest
+        when no host can run it now; NotLeader when this node cannot commit
+        (the caller forwards to the leader).
         """
         ctx = self._ctx
         for _ in range(5):
@@ -324,7 +324,8 @@ class Engine:
             now = ctx.clock.now_ms()
             where = ctx.place(name)
             if not where.hosts:
-                raise Unavailable(f"no host can run {name!r} now: {where.why}")
+                # the cluster is reachable and says no: a refusal (exit 1), not "unreachable"
+                raise InvalidRequest(f"no host can run {name!r} now: {where.why}")
             hosts = where.hosts if where.per_host else where.hosts[:1]
             runs: list[dict[str, Any]] = []
             try:

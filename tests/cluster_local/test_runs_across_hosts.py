@@ -25,10 +25,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from dcrond.config import Config, RunnerConfig
 from dcrond.engine._table import iso_ms
+from dcrond.errors import DcronError, InvalidRequest
 from dcrond.host import Host
 from dcrond.rpc import RpcClient
 from tests.cluster_local._lab import loopback_config, until
@@ -75,15 +77,20 @@ async def _three_voters(hosts: dict[str, Host]) -> None:
 async def _call(host: Host, method: str, params: dict[str, Any]) -> Any:
     assert host.api_address is not None
     client = await RpcClient.connect(*host.api_address)
+    outcome: list[Any] = []
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(client.run)
             try:
-                return await client.call(method, params)
-            finally:
-                nursery.cancel_scope.cancel()
+                outcome.append(await client.call(method, params))
+            except DcronError as exc:  # raised below, outside the nursery's exception group
+                outcome.append(exc)
+            nursery.cancel_scope.cancel()
     finally:
         await client.aclose()
+    if isinstance(outcome[0], DcronError):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _kill_group(pid: int | None) -> None:
@@ -149,6 +156,9 @@ async def test_runs_follow_tags_are_reachable_from_any_host_and_survive_a_silent
             assert "no alive host carries role=gpu" in skipped[0]["message"], skipped[0]
             await _call(h1, "job.pause", {"name": "pinned"})
             await _call(h1, "job.pause", {"name": "nowhere"})
+            # a trigger nobody can take is refused with the reason (exit 1), nothing created
+            with pytest.raises(InvalidRequest, match="no host can run 'nowhere' now: no alive"):
+                await _call(h3, "job.trigger", {"name": "nowhere"})
 
             # 2. a run on h2, followed and killed through the other hosts
             await job(
