@@ -30,15 +30,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import final
 
 import trio
 
 from dcrond.errors import NotLeader, Unavailable
 from dcrond.raft._node import RaftNode
-from dcrond.raft._types import Entry, EntryKind, Role
-from dcrond.store import Applied, Command, JobStore, Rejected, Result, decode
+from dcrond.raft._types import Entry, Role
+from dcrond.store import Applied, Command, JobStore, Rejected, Result
 from dcrond.store._results import decode_result, encode_result
 
 log = logging.getLogger("dcrond.replica")
@@ -58,16 +58,19 @@ class ReplicatedTable:
         self.store = store
         self.watchers: list[Watcher] = []
 
-    def apply(self, entry: Entry) -> object:
-        result = self.store.apply(entry)
-        if self.watchers and entry.kind == EntryKind.NORMAL and isinstance(result, Applied):
-            cmd = decode(entry.data)
-            for watcher in self.watchers:
-                try:
-                    watcher(cmd, result)
-                except Exception:  # a watcher's bug must not stop the log
-                    log.exception("watcher failed on %s", type(cmd).__name__)
-        return result
+    def apply_many(self, entries: Sequence[Entry]) -> list[object]:
+        """Apply a batch of committed entries (one transaction), then tell the watchers."""
+        done = self.store.apply_commands(entries)
+        if self.watchers:
+            for cmd, result in done:
+                if cmd is None or not isinstance(result, Applied):
+                    continue
+                for watcher in self.watchers:
+                    try:
+                        watcher(cmd, result)
+                    except Exception:  # a watcher's bug must not stop the log
+                        log.exception("watcher failed on %s", type(cmd).__name__)
+        return [result for _cmd, result in done]
 
     def snapshot(self) -> bytes:
         return self.store.snapshot()

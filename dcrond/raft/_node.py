@@ -39,7 +39,7 @@ import itertools
 import logging
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, final
 
@@ -70,15 +70,18 @@ log = logging.getLogger("dcrond.raft")
 class StateMachine(Protocol):
     """What the driver applies committed entries to.
 
-    ``apply`` must be deterministic (no clock reads, no randomness) and is
-    called for every committed entry (NOOP and CONFIG too, so it can record
-    its applied index), in log order, exactly once per index since the last
-    ``restore``; it returns the proposer's result for NORMAL entries.
+    ``apply_many`` must be deterministic (no clock reads, no randomness) and
+    is given every committed entry (NOOP and CONFIG too, so it can record
+    its applied index), consecutive and in log order, exactly once per index
+    since the last ``restore``; it returns one result per entry (the
+    proposer's result for NORMAL entries). The driver hands it everything
+    one Ready committed at once, so a machine on disk can make the whole
+    batch durable with one transaction instead of one per entry.
     ``applied_index`` is the last index it has durably applied (a state
     machine kept in memory returns what it last saw).
     """
 
-    def apply(self, entry: Entry) -> object: ...
+    def apply_many(self, entries: Sequence[Entry]) -> Sequence[object]: ...
 
     def snapshot(self) -> bytes: ...
 
@@ -291,8 +294,8 @@ class RaftNode:
             self._set_conf(meta.conf)
             for index in [i for i in self._waiters if i <= meta.index]:
                 self._finish(index, error=NotLeader("outcome unknown: replaced by a snapshot"))
-        for entry in rd.committed:
-            result = self.sm.apply(entry)
+        results = self.sm.apply_many(rd.committed) if rd.committed else ()
+        for entry, result in zip(rd.committed, results, strict=True):
             if entry.kind == EntryKind.CONFIG:
                 self._set_conf(
                     _apply_conf_change(self._applied_conf, decode_conf_change(entry.data))

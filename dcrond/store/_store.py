@@ -185,21 +185,31 @@ class JobStore:
 
         Each entry is still all-or-nothing with its applied index, as with ``apply``.
         """
+        return [result for _cmd, result in self.apply_commands(entries)]
+
+    def apply_commands(
+        self, entries: Iterable[Entry]
+    ) -> list[tuple[Command | None, Result | None]]:
+        """``apply_many``, with each decoded command (None: not a command, or re-delivered).
+
+        The replica's watchers need the command; decoding it once here
+        instead of again for them was 4 % of the daemon's time in a burst.
+        """
         db = self.db
-        results: list[Result | None] = []
+        out: list[tuple[Command | None, Result | None]] = []
         applied, term = self._applied, self._applied_term
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for entry in entries:
                     if entry.index <= applied:
-                        results.append(None)  # re-delivered after a restart: done already
+                        out.append((None, None))  # re-delivered after a restart: done already
                         continue
                     if entry.index != applied + 1:
                         raise ValueError(
                             f"apply out of order: applied={applied}, got {entry.index}"
                         )
-                    results.append(self._apply_entry(db, entry))
+                    out.append(self._apply_entry(db, entry))
                     applied, term = entry.index, entry.term
                 db.execute(
                     "UPDATE meta SET applied_index = ?, applied_term = ? WHERE id = 0",
@@ -213,16 +223,18 @@ class JobStore:
             raise StorageError(f"job table {self._path}: apply failed: {exc}") from exc
         self._count_applied += applied - self._applied
         self._applied, self._applied_term = applied, term
-        return results
+        return out
 
-    def _apply_entry(self, db: apsw.Connection, entry: Entry) -> Result | None:
+    def _apply_entry(
+        self, db: apsw.Connection, entry: Entry
+    ) -> tuple[Command | None, Result | None]:
         if entry.kind != EntryKind.NORMAL:
-            return None
+            return None, None
         try:
             cmd = decode(entry.data)
         except (InvalidRequest, ProtocolError) as exc:
             self._count_rejected += 1
-            return rejected_from(exc)
+            return None, rejected_from(exc)
         cached, floor = one(
             db,
             "SELECT (SELECT result FROM client_results WHERE session = ?1 AND seq = ?2), "
@@ -231,10 +243,10 @@ class JobStore:
         )
         if cached is not None:  # a retried request: the same answer, no second effect
             self._count_dedup += 1
-            return decode_result(cached)
+            return cmd, decode_result(cached)
         if floor is not None and cmd.seq <= floor:
             self._count_rejected += 1
-            return Rejected(
+            return cmd, Rejected(
                 "stale",
                 f"request {cmd.seq} of session {cmd.session!r} was answered already "
                 f"(the session acknowledged up to {floor})",
@@ -251,7 +263,7 @@ class JobStore:
         self._remember(db, cmd, result, -1 if floor is None else floor)
         if entry.index % SESSION_SWEEP_EVERY == 0:
             self._expire_sessions(db, cmd.now)
-        return result
+        return cmd, result
 
     @staticmethod
     def _remember(db: apsw.Connection, cmd: Command, result: Result, floor: int) -> None:

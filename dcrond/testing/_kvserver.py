@@ -16,6 +16,7 @@ import argparse
 import logging
 import random
 import sys
+from collections.abc import Sequence
 from typing import Any, final
 
 import trio
@@ -36,8 +37,8 @@ class _KV:
     def __init__(self) -> None:
         self.kv = KVStateMachine()
 
-    def apply(self, entry: Entry) -> object:
-        return self.kv.apply(entry)
+    def apply_many(self, entries: Sequence[Entry]) -> list[object]:
+        return [self.kv.apply(entry) for entry in entries]
 
     def snapshot(self) -> bytes:
         return self.kv.snapshot()
