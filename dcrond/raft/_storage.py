@@ -13,6 +13,13 @@ ONE transaction, in the Ready's order, and returns only once SQLite has
 committed it with ``synchronous=FULL`` (the WAL is fsync'd). A crash at any
 point leaves either everything or nothing of that call.
 
+A snapshot's bytes are kept in a file of their own beside the log and the
+``snapshot`` row names it (``_storage_snapfile`` says why and how a crash at
+any step is survived). :meth:`LogStorage.write_snapshot` writes that file
+without touching the SQLite connection, so a driver can run it in a worker
+thread while it goes on saving entries, then install it with a short
+:meth:`LogStorage.compact`.
+
 At start-up :meth:`LogStorage.load` reads everything back and verifies it
 (see ``_storage_format``): a damaged row raises ``CorruptLog`` naming the
 first bad index and nothing past it reaches Raft. :meth:`LogStorage.repair`
@@ -30,6 +37,8 @@ The node must restart and reload the log.
 
 A ``LogStorage`` is not thread-safe: one thread at a time must use it (the
 driver calls it directly, or hands a big batch to ``trio.to_thread`` and waits).
+The exceptions are ``write_snapshot`` and ``discard_snapshot``, which touch
+only files of their own and may run in another thread at any time.
 """
 
 from __future__ import annotations
@@ -37,13 +46,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, final
 
 import apsw
 
 from dcrond.errors import CorruptLog, StorageError
+from dcrond.raft import _storage_snapfile as snapfile
 from dcrond.raft._storage_format import (
     LogProblem,
     encode_conf,
@@ -51,9 +61,9 @@ from dcrond.raft._storage_format import (
     hard_state_crc,
     prepare,
     scan,
-    snapshot_crc,
 )
 from dcrond.raft._storage_rules import KINDS, LogShape, SavePlan, plan_save, term_in
+from dcrond.raft._storage_snapfile import SnapshotFile
 from dcrond.raft._types import Entry, EntryKind, HardState, Snapshot
 
 _INSERT_ENTRY = "INSERT INTO entries(idx, term, kind, data, crc) VALUES (?, ?, ?, ?, ?)"
@@ -61,7 +71,8 @@ _PUT_HARD_STATE = (
     "INSERT OR REPLACE INTO hard_state(id, term, vote, commit_index, crc) VALUES (0, ?, ?, ?, ?)"
 )
 _PUT_SNAPSHOT = (
-    "INSERT OR REPLACE INTO snapshot(id, idx, term, conf, data, crc) VALUES (0, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO snapshot(id, idx, term, conf, data, crc, file) "
+    "VALUES (0, ?, ?, ?, X'', ?, ?)"
 )
 _SIZE_FROM = "SELECT count(*), total(length(data)) FROM entries WHERE idx >= ?"
 _SIZE_UPTO = "SELECT count(*), total(length(data)) FROM entries WHERE idx <= ?"
@@ -107,7 +118,7 @@ class StorageStatistics:
 
     entries: int  #: entries stored now
     entry_bytes: int  #: bytes of entry data stored now
-    file_bytes: int  #: size of the database file plus its WAL
+    file_bytes: int  #: size of the database file, its WAL and the snapshot's file
     first_index: int
     last_index: int
     snapshot_index: int
@@ -156,6 +167,7 @@ class LogStorage:
         self._verified = False
         self._failed: str | None = None
         self._shape = LogShape(HardState(), 0, 0, 0, 0)
+        self._snap_file: str | None = None  #: the snapshot file the row names
         self._count = 0
         self._bytes = 0
         self._repairs = 0
@@ -184,10 +196,14 @@ class LogStorage:
             raise StorageError(f"cannot open raft log {name}: {exc}") from exc
         try:
             prepare(conn, name, sync)
+            storage = cls(conn, name, sync=sync)
+            # Left by a crash between writing a snapshot file and installing it
+            # (or before the old one was deleted); the file lock says no one writes any.
+            snapfile.remove_unreferenced(name, storage._snap_file)
         except BaseException:
             conn.close()
             raise
-        return cls(conn, name, sync=sync)
+        return storage
 
     def close(self) -> None:
         """Close the file (idempotent). Every save that returned is already durable."""
@@ -210,7 +226,7 @@ class LogStorage:
 
     def load(self) -> LoadedState:
         """Read and verify everything stored; CorruptLog names the first bad index."""
-        result = scan(self._reader(), keep_entries=True)
+        result = scan(self._reader(), keep_entries=True, read_file=self._read_image)
         if result.problem is not None:
             raise CorruptLog(result.problem.describe(self._path))
         self._verified = True
@@ -220,7 +236,7 @@ class LogStorage:
 
     def check(self) -> LogProblem | None:
         """Verify the stored log without loading it; return its first problem or None."""
-        problem = scan(self._reader(), keep_entries=False).problem
+        problem = scan(self._reader(), keep_entries=False, read_file=self._read_image).problem
         self._verified = problem is None
         return problem
 
@@ -263,7 +279,7 @@ class LogStorage:
 
     def statistics(self) -> StorageStatistics:
         """Return the current counters."""
-        size = 0
+        size = snapfile.image_size(self._path, self._snap_file)
         for suffix in ("", "-wal"):
             with contextlib.suppress(OSError):
                 size += os.stat(self._path + suffix).st_size
@@ -317,22 +333,36 @@ class LogStorage:
             return
         conn = self._writer()
         plan = plan_save(self._shape, hard_state, entries, snapshot, self._lookup)
-        if sync or not self._sync:
-            self._write(conn, plan, hard_state, entries, snapshot)
-        else:
-            conn.pragma("synchronous", "NORMAL")
-            try:
-                self._write(conn, plan, hard_state, entries, snapshot, synced=False)
-            finally:
-                conn.pragma("synchronous", "FULL")
+        written = None if snapshot is None else self.write_snapshot(snapshot)
+        try:
+            # A snapshot is always committed as durably as this log can: the
+            # old file is deleted right after, and must never be named again.
+            if sync or not self._sync or written is not None:
+                self._write(conn, plan, hard_state, entries, written)
+            else:
+                conn.pragma("synchronous", "NORMAL")
+                try:
+                    self._write(conn, plan, hard_state, entries, None, synced=False)
+                finally:
+                    conn.pragma("synchronous", "FULL")
+        except StorageError:
+            raise  # the commit may have reached the disk: the next open decides
+        except BaseException:
+            if written is not None:
+                self.discard_snapshot(written)
+            raise
         self._save_count += 1
 
-    def compact(self, snapshot: Snapshot) -> None:
+    def compact(self, snapshot: Snapshot, written: SnapshotFile | None = None) -> None:
         """Store ``snapshot`` and delete the entries up to its index, in one transaction.
 
         The snapshot must cover a prefix of this log: the entry at its index
         must be stored with its term (or be the current snapshot's point).
-        ValueError otherwise.
+        ValueError otherwise. ``written`` is the snapshot's file made earlier
+        by :meth:`write_snapshot` (in another thread, say): then only the
+        transaction is left to do here. Without it the file is written first.
+        When this raises, a ``written`` file is left alone: the next open
+        deletes it unless the log names it.
         """
         conn = self._writer()
         index, term = snapshot.meta.index, snapshot.meta.term
@@ -341,9 +371,33 @@ class LogStorage:
             raise ValueError(
                 f"compact to {index}: the stored term there is {stored}, the snapshot says {term}"
             )
+        if written is not None and written.meta != snapshot.meta:
+            raise ValueError(f"the file {written.name} holds another snapshot than {snapshot.meta}")
         plan = plan_save(self._shape, None, (), snapshot, self._lookup)
-        self._write(conn, plan, None, (), snapshot)
+        if written is None:
+            written = self.write_snapshot(snapshot)
+        self._write(conn, plan, None, (), written)
         self._compactions += 1
+
+    def write_snapshot(
+        self, snapshot: Snapshot, *, stop: Callable[[], bool] | None = None
+    ) -> SnapshotFile:
+        """Write the snapshot's bytes to a new file beside the log, durably; install it later.
+
+        Uses no SQLite connection and no state of this object, so unlike
+        every other method it may run in another thread while the log is
+        used (that is what it is for). ``stop`` is asked between chunks:
+        True abandons the file (StorageError). Hand the result to
+        :meth:`compact`, or to :meth:`discard_snapshot` if it is not wanted.
+        """
+        return snapfile.write_image(
+            self._path, snapshot.meta, snapshot.data, sync=self._sync, stop=stop
+        )
+
+    def discard_snapshot(self, written: SnapshotFile) -> None:
+        """Delete a file from :meth:`write_snapshot` that will not be installed (any thread)."""
+        if written.name != self._snap_file:
+            snapfile.remove(self._path, written.name)
 
     def repair(self, *, now: float | None = None) -> RepairReport | None:
         """Cut the log at its first bad entry, as the operator asked; None if it is sound.
@@ -356,7 +410,7 @@ class LogStorage:
         """
         conn = self._writer(verify=False)
         at = time.time() if now is None else now
-        first = scan(conn, keep_entries=False).problem
+        first = scan(conn, keep_entries=False, read_file=self._read_image).problem
         if first is None:
             self._verified = True
             return None
@@ -365,7 +419,7 @@ class LogStorage:
         removed = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
-            result = scan(conn, keep_entries=False)
+            result = scan(conn, keep_entries=False, read_file=self._read_image)
             for _ in range(3):  # at most: stale rows, then a bad entry, then commit
                 problem = result.problem
                 if problem is None or problem.part != "entry":
@@ -376,7 +430,7 @@ class LogStorage:
                 else:
                     conn.execute("DELETE FROM entries WHERE idx >= ?", (problem.index,))
                 removed += conn.changes()
-                result = scan(conn, keep_entries=False)
+                result = scan(conn, keep_entries=False, read_file=self._read_image)
             hs = result.hard_state
             commit_after = hs.commit
             if result.problem is not None and result.problem.part == "commit":
@@ -431,6 +485,9 @@ class LogStorage:
             pass
         raise StorageError(f"raft log {self._path}: write failed: {self._failed}") from exc
 
+    def _read_image(self, name: str) -> bytes:
+        return snapfile.read_image(self._path, name)
+
     def _lookup(self, index: int) -> int | None:
         """The term of the stored entry at ``index``, or None."""
         for (term,) in self._reader().execute("SELECT term FROM entries WHERE idx = ?", (index,)):
@@ -443,7 +500,7 @@ class LogStorage:
         plan: SavePlan,
         hard_state: HardState | None,
         entries: Sequence[Entry],
-        snapshot: Snapshot | None,
+        snapshot: SnapshotFile | None,
         *,
         synced: bool = True,
     ) -> None:
@@ -455,8 +512,9 @@ class LogStorage:
             if snapshot is not None:
                 meta = snapshot.meta
                 conf = encode_conf(meta.conf)
-                crc = snapshot_crc(meta.index, meta.term, conf, snapshot.data)
-                conn.execute(_PUT_SNAPSHOT, (meta.index, meta.term, conf, snapshot.data, crc))
+                conn.execute(
+                    _PUT_SNAPSHOT, (meta.index, meta.term, conf, snapshot.crc, snapshot.name)
+                )
                 cut = meta.index if plan.keep_suffix else self._shape.last_index
                 gone, gone_bytes = _one(conn, _SIZE_UPTO, cut)
                 if gone:
@@ -503,6 +561,10 @@ class LogStorage:
         self._entries_written += len(entries)
         self._bytes_written += plan.entry_bytes
         self._shape = plan.after
+        if snapshot is not None:
+            old, self._snap_file = self._snap_file, snapshot.name
+            if old is not None and old != snapshot.name:
+                snapfile.remove(self._path, old)
 
     def _read_caches(self) -> None:
         """Read the figures ``save`` validates against (trusting them; ``check`` verifies)."""
@@ -518,6 +580,8 @@ class LogStorage:
         votes = [v for (v,) in conn.execute("SELECT vote FROM hard_state WHERE id = 0")]
         vote = votes[0] if votes and isinstance(votes[0], str) else None
         snap_index, snap_term = ints("SELECT idx, term FROM snapshot WHERE id = 0", 2)
+        names = [n for (n,) in conn.execute("SELECT file FROM snapshot WHERE id = 0")]
+        self._snap_file = names[0] if names and isinstance(names[0], str) else None
         last_index, last_term = ints("SELECT idx, term FROM entries ORDER BY idx DESC LIMIT 1", 2)
         if last_index == 0:
             last_index, last_term = snap_index, snap_term

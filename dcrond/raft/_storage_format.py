@@ -8,7 +8,9 @@ One SQLite file (WAL mode) holds four tables:
                 ``data`` and ``crc``, a CRC-32 over (term, idx, kind, data);
 ``hard_state``  at most one row (``id = 0``): term, vote, commit and their CRC;
 ``snapshot``    at most one row (``id = 0``): index, term, membership, the
-                state machine's bytes and a CRC over all of them;
+                name of the file that holds the state machine's bytes
+                (``_storage_snapfile``; a version 1 log held the bytes in
+                ``data``, which is still read) and a CRC over all of them;
 ``repairs``     one row each time an operator truncated a damaged log.
 
 SQLite's own WAL checksums already make a *transaction* all-or-nothing, so a
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, final
 
@@ -35,7 +38,9 @@ import apsw
 from dcrond.errors import StorageError
 from dcrond.raft._types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+#: version 1 kept the snapshot's bytes in the row; opening one adds the ``file`` column
+_OLD_VERSIONS: Final = (1,)
 #: ``PRAGMA application_id`` of a dcrond Raft log ("dcRL"), so that opening
 #: some other SQLite file (the job table, say) by mistake is refused.
 APPLICATION_ID: Final = int.from_bytes(b"dcRL", "big")
@@ -58,7 +63,8 @@ CREATE TABLE snapshot (
     term INTEGER NOT NULL,
     conf TEXT NOT NULL,
     data BLOB NOT NULL,
-    crc INTEGER NOT NULL
+    crc INTEGER NOT NULL,
+    file TEXT
 );
 CREATE TABLE entries (
     idx INTEGER PRIMARY KEY,
@@ -204,15 +210,24 @@ def _read_hard_state(conn: apsw.Connection) -> HardState | LogProblem:
     return HardState(term=term, vote=vote, commit=commit)
 
 
-def _read_snapshot(conn: apsw.Connection, hard_state: HardState) -> Snapshot | LogProblem | None:
-    rows = list(conn.execute("SELECT idx, term, conf, data, crc FROM snapshot WHERE id = 0"))
+def _read_snapshot(
+    conn: apsw.Connection, hard_state: HardState, read_file: Callable[[str], bytes]
+) -> Snapshot | LogProblem | None:
+    rows = list(conn.execute("SELECT idx, term, conf, data, crc, file FROM snapshot WHERE id = 0"))
     if not rows:
         return None
-    index, term, conf_text, data, crc = rows[0]
+    index, term, conf_text, data, crc, name = rows[0]
     if not (_is_int(index) and _is_int(term) and _is_int(crc)):
         return LogProblem("snapshot", None, "a column holds a value of the wrong type")
     if not (isinstance(conf_text, str) and isinstance(data, bytes)):
         return LogProblem("snapshot", index, "a column holds a value of the wrong type")
+    if name is not None:
+        if not isinstance(name, str) or data:
+            return LogProblem("snapshot", index, "a column holds a value of the wrong type")
+        try:
+            data = read_file(name)
+        except OSError as exc:
+            return LogProblem("snapshot", index, f"its file {name} cannot be read: {exc}")
     computed = snapshot_crc(index, term, conf_text, data)
     if computed != crc:
         return LogProblem(
@@ -265,16 +280,20 @@ def _check_entry(
     return Entry(term=term, index=index, kind=EntryKind(kind), data=data)
 
 
-def scan(conn: apsw.Connection, *, keep_entries: bool) -> ScanResult:
+def scan(
+    conn: apsw.Connection, *, keep_entries: bool, read_file: Callable[[str], bytes]
+) -> ScanResult:
     """Read and verify the whole log in index order, stopping at the first problem.
 
     With ``keep_entries`` false the verified entries are checked but not kept
     (``entries`` is empty), which is what ``check`` and ``repair`` need.
+    ``read_file`` returns the bytes of the snapshot file the row names (OSError
+    when it cannot).
     """
     hard_state = _read_hard_state(conn)
     if isinstance(hard_state, LogProblem):
         return ScanResult(HardState(), None, 0, (), hard_state)
-    snapshot = _read_snapshot(conn, hard_state)
+    snapshot = _read_snapshot(conn, hard_state, read_file)
     if isinstance(snapshot, LogProblem):
         return ScanResult(hard_state, None, 0, (), snapshot)
     snap_index = snapshot.meta.index if snapshot else 0
@@ -326,6 +345,10 @@ def prepare(conn: apsw.Connection, path: str, sync: bool) -> None:
                 versions: list[Any] = [
                     v for (v,) in conn.execute("SELECT version FROM schema_version")
                 ]
+                if len(versions) == 1 and versions[0] in _OLD_VERSIONS:
+                    conn.execute("ALTER TABLE snapshot ADD COLUMN file TEXT")
+                    conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+                    versions = [SCHEMA_VERSION]
                 if versions != [SCHEMA_VERSION]:
                     raise StorageError(
                         f"raft log {path} has schema version {versions}; this dcrond "

@@ -4,7 +4,8 @@ A real child process (tests/raft/storage_crash_child.py) saves batches in a
 loop and prints each acknowledged index after ``save`` returns. We SIGKILL it
 at a random moment, reopen the log, and check that every acknowledged index is
 present with exactly the data written (or inside the snapshot a compaction
-made), that the log verifies cleanly, and that the next run carries on. This
+made), that the log verifies cleanly, that no snapshot file but the one the
+log names is left once it is reopened, and that the next run carries on. This
 proves atomicity and durability against a process crash; a power loss also
 needs the fsync that ``synchronous=FULL`` does, which a test cannot cut.
 """
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from dcrond.raft._storage import LogStorage
-from tests.raft.storage_crash_child import payload
+from tests.raft.storage_crash_child import image, payload
 
 CHILD = Path(__file__).with_name("storage_crash_child.py")
 
@@ -67,4 +68,6 @@ def test_every_acknowledged_index_survives_kill_9(tmp_path: Path) -> None:
         for index in range(snapshot_index + 1, acked + 1):
             assert stored[index].data == payload(index), f"entry {index} differs"
         if state.snapshot is not None:
-            assert state.snapshot.data == b"image-%d" % snapshot_index
+            assert state.snapshot.data == image(snapshot_index)
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("raft.db.snap-")]
+        assert len(files) == (state.snapshot is not None)

@@ -165,14 +165,16 @@ class StorageVersusModel(RuleBasedStateMachine):
             self.snap = snap
             self.hs = hs or self.hs
 
-    @rule(data=st.data())
-    def compact(self, data: st.DataObject) -> None:
+    @rule(data=st.data(), file_first=st.booleans())
+    def compact(self, data: st.DataObject, file_first: bool) -> None:
         index = data.draw(st.integers(self.snap_index, self.last_index), label="index")
         term = self.term_at(index)
         assert term is not None
         snap = Snapshot(SnapshotMeta(index, term, ConfState(frozenset({"n1"}))), b"c%d" % index)
+        # file_first: the file written beforehand (as the driver does in a thread)
+        written = self.log.write_snapshot(snap) if file_first and index > 0 else None
         try:
-            self.log.compact(snap)
+            self.log.compact(snap, written)
         except ValueError:
             assert index == 0, "a compaction to a stored entry was refused"
             return
@@ -207,6 +209,8 @@ class StorageVersusModel(RuleBasedStateMachine):
             self.hs.term,
         )
         assert stats.entry_bytes == sum(len(e.data) for e in self.entries)
+        files = [p for p in self.folder.iterdir() if p.name.startswith("raft.db.snap-")]
+        assert len(files) == (self.snap is not None), "a snapshot file too many or missing"
 
 
 StorageVersusModel.TestCase.settings = settings(
