@@ -23,7 +23,9 @@ raises, because then this replica cannot go on.
 
 Snapshots are SQLite's backup API into memory, serialized to bytes; a
 restore deserializes them and backs them up over the file. Both carry
-``meta`` and so the applied index.
+``meta`` and so the applied index. ``snapshot_begin`` pins the table's image
+between two applies and lets a worker thread copy it while applies go on
+(``_snapshot`` says how).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from dcrond.store._results import (
     rejected_from,
 )
 from dcrond.store._schema import DATA_TABLES, TABLES, check_schema, one, prepare
+from dcrond.store._snapshot import PinnedImage, image_of, pin, remove_scratch
 
 #: a session unseen for this long (by the ``now`` of later commands) is forgotten
 SESSION_TTL_MS: Final = 24 * 3600 * 1000
@@ -135,6 +138,8 @@ class JobStore:
             raise StorageError(f"cannot open job table {name}: {exc}") from exc
         try:
             prepare(conn, name, sync=sync)
+            if conn.filename:
+                remove_scratch(conn.filename)  # a snapshot's copy that a crash cut short
         except BaseException:
             conn.close()
             raise
@@ -295,19 +300,22 @@ class JobStore:
     def snapshot(self) -> bytes:
         """The whole table (with its applied index) as bytes, through SQLite's backup API."""
         try:
-            mem = apsw.Connection(":memory:")
-            try:
-                with mem.backup("main", self.db, "main") as backup:
-                    backup.step()
-                data = bytearray(mem.serialize("main") or b"")
-            finally:
-                mem.close()
-        except apsw.Error as exc:
-            raise StorageError(f"job table {self._path}: snapshot failed: {exc}") from exc
-        # The image copies the file's header, which says "WAL"; an in-memory
-        # database opened from it must read it as a rollback-journal file.
-        data[18] = data[19] = 1
-        return bytes(data)
+            return image_of(self.db)
+        except StorageError as exc:
+            raise StorageError(f"job table {self._path}: {exc}") from exc
+
+    def snapshot_begin(self) -> PinnedImage | None:
+        """Pin the table as it is now; its ``read()`` returns what ``snapshot()`` would now.
+
+        ``read()`` may run in any thread while this store goes on applying
+        (it uses a connection of its own); ``close()`` it if it is not wanted.
+        None for a table that lives in memory (no file to open twice): call
+        ``snapshot()`` then. Not while a transaction is open on this store.
+        """
+        path = self.db.filename
+        if not path:
+            return None
+        return pin(path, (self._applied, self._applied_term))
 
     def restore(self, data: bytes, index: int) -> None:
         """Replace the whole table with a ``snapshot()`` taken at applied index ``index``.
