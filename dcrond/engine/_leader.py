@@ -43,6 +43,8 @@ the moment it stops leading.
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import gc
 import heapq
 import logging
@@ -78,8 +80,10 @@ from dcrond.store import (
 
 log = logging.getLogger("dcrond.engine")
 
-#: names read per query when the heap is loaded
+#: names read per query when the heap is loaded (and the most rows one query of the load reads)
 KEYS_PAGE: Final = 1000
+#: the fewest rows one query of the load asks for (it asks for about twice a slice's worth)
+LOAD_ROWS_MIN: Final = 16
 #: from this many jobs on, the loaded heap is kept out of the cyclic collector (gc.freeze)
 FREEZE_AT: Final = 10_000
 #: the longest the load holds the event loop between two checkpoints (s)
@@ -336,13 +340,22 @@ class Leader:
         """Fill the heap from the table without ever holding the event loop for long.
 
         First the jobs' names and schedules (pages of ``KEYS_PAGE``); then
-        the jobs one by one, those whose schedule fires most often first (a
-        cheap proxy for "due soonest" that needs no next-instant
-        computation), yielding every ``LOAD_SLICE`` seconds. So a job every
-        second is in the heap within moments of the start however big the
-        table, and a daily one may start a few seconds late. Every job is
-        judged against the time the load began: one due while the load ran
-        is due, not missed.
+        the jobs, those whose schedule fires most often first (a cheap proxy
+        for "due soonest" that needs no next-instant computation; ties by
+        name), yielding every ``LOAD_SLICE`` seconds. So a job every second
+        is in the heap within moments of the start however big the table,
+        and a daily one may start a few seconds late. Every job is judged
+        against the time the load began: one due while the load ran is due,
+        not missed.
+
+        The rows come in one query per slice (``_table.schedule_rows``: a
+        list of names, read lazily, each job's newest claimed instant from
+        the ``runs_by_job`` index), not one query per job (a third of a new
+        leader's time at 100,000 jobs). A slice upserts only rows it read
+        itself and drops the rest of its query at the checkpoint, so a job
+        changed while the heap loads is never put back as it was before;
+        the next query starts after the last row upserted and asks for about
+        twice what the last slice took.
 
         The cyclic garbage collector is off while it loads, and from
         ``FREEZE_AT`` jobs on what exists afterwards is frozen
@@ -365,34 +378,49 @@ class Leader:
         store, clock = self._ctx.store, self._ctx.clock
         started = time.perf_counter()
         now = int(clock.now())
-        groups: dict[str, list[str]] = {}
+        # names by how often their schedule fires, each list by name (as the pages come)
+        tiers: dict[float, list[str]] = {}
+        rates: dict[str, float] = {}
         after: str | None = None
+        slice_end = time.perf_counter() + LOAD_SLICE
         while True:
             keys = _table.schedule_keys(store, after, KEYS_PAGE)
             for name, expr, _zone in keys:
-                groups.setdefault(expr, []).append(name)
+                rate = rates.get(expr)
+                if rate is None:
+                    rate = rates[expr] = fires_per_day(expr)
+                tiers.setdefault(rate, []).append(name)
+                if time.perf_counter() >= slice_end:
+                    await trio.lowlevel.checkpoint()
+                    slice_end = time.perf_counter() + LOAD_SLICE
             if len(keys) < KEYS_PAGE:
                 break
             after = keys[-1][0]
-            await trio.lowlevel.checkpoint()
-        rate: dict[str, float] = {}
-        slice_end = time.perf_counter() + LOAD_SLICE
-        for expr in groups:
-            rate[expr] = fires_per_day(expr)
-            if time.perf_counter() >= slice_end:
+        count = in_slice = 0
+        want = LOAD_ROWS_MIN
+        for rate in sorted(tiers, reverse=True):
+            # by name within a tier: the queries walk the table's pages in order (grouped
+            # by schedule, the same reads took 3 times as long, jumping from page to page)
+            names = tiers[rate]
+            at = 0
+            while at < len(names):
+                first, at = at, min(len(names), at + want)
+                with contextlib.closing(_table.schedule_rows(store, names[first:at])) as rows:
+                    for row in rows:  # (a job deleted meanwhile has none)
+                        self._upsert(row, now)
+                        count += 1
+                        in_slice += 1
+                        if time.perf_counter() >= slice_end:
+                            # the rest of the query may be stale after the checkpoint: drop it
+                            at = bisect.bisect_right(names, row.name, first, at)
+                            break
+                if time.perf_counter() < slice_end:
+                    continue  # the slice goes on with the next query
+                self._wake.set()
                 await trio.lowlevel.checkpoint()
                 slice_end = time.perf_counter() + LOAD_SLICE
-        count = 0
-        for expr in sorted(groups, key=lambda e: (-rate[e], e)):
-            for name in groups[expr]:
-                row = _table.schedule_row(store, name)
-                if row is not None:  # (deleted meanwhile)
-                    self._upsert(row, now)
-                    count += 1
-                if time.perf_counter() >= slice_end:
-                    self._wake.set()
-                    await trio.lowlevel.checkpoint()
-                    slice_end = time.perf_counter() + LOAD_SLICE
+                want = max(LOAD_ROWS_MIN, min(KEYS_PAGE, 2 * in_slice))
+                in_slice = 0
         self._wake.set()
         self._loaded = True
         self.load_seconds = time.perf_counter() - started

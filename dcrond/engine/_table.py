@@ -7,10 +7,23 @@ the runs waiting for a retry, a job's dependents, and where retention has
 work. Every query uses one of the store's indexes (``runs_by_job``,
 ``runs_by_state``, ``runs_by_time``, ``job_deps_after``). Nothing here
 writes: changes go through the log (``Replica.propose``).
+
+A job's ``ScheduleRow`` comes from one SELECT, for one job
+(``schedule_row``) or for a list of them (``schedule_rows``, what a new
+leader loads its heap with: one query per list, read lazily). Its newest
+claimed instant is a correlated sub-query that walks ``runs_by_job`` back
+from the job's newest run to the first one its schedule (or a catch-up)
+claimed -- usually one index entry, however many runs the job keeps; a
+``GROUP BY job`` with ``max(scheduled_at)`` would read every run of every
+job instead, as ``reason`` is not in the index. The catch-up fields are
+read from the spec (msgpack, no column of their own): unpacking it takes
+about 2.5 us a job, a sixth of what loading a job into the heap costs.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, final
@@ -51,13 +64,13 @@ _SCHEDULE_SQL: Final = (
     "AND r.reason IN ('schedule', 'catch-up') ORDER BY r.scheduled_at DESC LIMIT 1), "
     "j.spec FROM jobs j"
 )
+#: the rows of the names in a JSON array, in name order (satisfied by the primary key)
+_SCHEDULE_ROWS_SQL: Final = (
+    f"{_SCHEDULE_SQL} WHERE j.name IN (SELECT value FROM json_each(?)) ORDER BY j.name"
+)
 
 
-def schedule_row(store: JobStore, name: str) -> ScheduleRow | None:
-    """One job's row, or None if there is no such job (any more)."""
-    r = store.db.execute(f"{_SCHEDULE_SQL} WHERE j.name = ?", (name,)).fetchone()
-    if r is None:
-        return None
+def _schedule_row(r: Any) -> ScheduleRow:
     name, version, schedule, timezone, paused, updated_at, last, blob = r
     spec = msgpack.unpackb(blob)
     return ScheduleRow(
@@ -71,6 +84,26 @@ def schedule_row(store: JobStore, name: str) -> ScheduleRow | None:
         str(spec["catch_up"]),
         int(spec["catch_up_limit"]),
     )
+
+
+def schedule_row(store: JobStore, name: str) -> ScheduleRow | None:
+    """One job's row, or None if there is no such job (any more)."""
+    r = store.db.execute(f"{_SCHEDULE_SQL} WHERE j.name = ?", (name,)).fetchone()
+    return None if r is None else _schedule_row(r)
+
+
+def schedule_rows(store: JobStore, names: Sequence[str]) -> Generator[ScheduleRow, None, None]:
+    """The rows of those of ``names`` that exist, in name order, in one query read lazily.
+
+    Read them without a checkpoint in between and ``close()`` the generator
+    when done (``contextlib.closing``): the query stays open until then.
+    """
+    cursor = store.db.execute(_SCHEDULE_ROWS_SQL, (json.dumps(list(names)),))
+    try:
+        for r in cursor:
+            yield _schedule_row(r)
+    finally:
+        cursor.close()
 
 
 def schedule_keys(store: JobStore, after: str | None, limit: int) -> list[tuple[str, str, str]]:
