@@ -60,17 +60,17 @@ class ReplicatedTable:
 
     def apply_many(self, entries: Sequence[Entry]) -> list[object]:
         """Apply a batch of committed entries (one transaction), then tell the watchers."""
-        done = self.store.apply_commands(entries)
+        results, done = self.store.apply_commands(entries)
         if self.watchers:
             for cmd, result in done:
-                if cmd is None or not isinstance(result, Applied):
+                if not isinstance(result, Applied):
                     continue
                 for watcher in self.watchers:
                     try:
                         watcher(cmd, result)
                     except Exception:  # a watcher's bug must not stop the log
                         log.exception("watcher failed on %s", type(cmd).__name__)
-        return [result for _cmd, result in done]
+        return list(results)
 
     def snapshot(self) -> bytes:
         return self.store.snapshot()
@@ -154,39 +154,48 @@ class Replica:
         outstanding then too (until ``release``) -- otherwise the store would
         refuse the retry as an already answered request.
         """
-        data = cmd.encode()
         answered = False
         try:
-            for attempt in range(attempts):
-                last = attempt == attempts - 1
-                try:
-                    result = await self.propose_data(data)
-                    answered = True
-                    return result
-                except NotLeader as exc:
-                    if self._forward is None or last:
-                        raise
-                    leader = exc.leader or self.leader
-                    if leader is None or leader == self.name:
-                        await self._wait_for_leader()
-                        continue
-                    try:
-                        result = decode_result(await self._forward(leader, data))
-                        answered = True
-                        return result
-                    except (NotLeader, Unavailable) as fwd:
-                        if last:
-                            raise
-                        log.info("forward_retry to=%s reason=%r", leader, str(fwd))
-                        await self._wait_for_leader(changed_from=leader)
-                except Unavailable:
-                    if last:
-                        raise
-                    log.warning("request %s/%d timed out; retrying", cmd.session, cmd.seq)
-            raise Unavailable("unreachable")  # pragma: no cover
+            result = await self.propose_encoded(cmd.encode(), attempts=attempts, what=cmd)
+            answered = True
+            return result
         finally:
             if cmd.session == self.session and (answered or not retrying):
                 self._outstanding.discard(cmd.seq)
+
+    async def propose_encoded(
+        self, data: bytes, *, attempts: int = 5, what: Command | None = None
+    ) -> Result:
+        """Commit an encoded command or batch, forwarded to the leader when this node is not it.
+
+        ``propose`` without the bookkeeping of the session's outstanding
+        requests (the caller's: a ``Batch`` carries several requests).
+        ``what`` names the request in the log when it is retried.
+        """
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                return await self.propose_data(data)
+            except NotLeader as exc:
+                if self._forward is None or last:
+                    raise
+                leader = exc.leader or self.leader
+                if leader is None or leader == self.name:
+                    await self._wait_for_leader()
+                    continue
+                try:
+                    return decode_result(await self._forward(leader, data))
+                except (NotLeader, Unavailable) as fwd:
+                    if last:
+                        raise
+                    log.info("forward_retry to=%s reason=%r", leader, str(fwd))
+                    await self._wait_for_leader(changed_from=leader)
+            except Unavailable:
+                if last:
+                    raise
+                name = "a batch" if what is None else f"request {what.session}/{what.seq}"
+                log.warning("%s timed out; retrying", name)
+        raise Unavailable("unreachable")  # pragma: no cover
 
     def release(self, cmd: Command) -> None:
         """The caller gave up on ``cmd`` (proposed with ``retrying``): it no longer counts."""

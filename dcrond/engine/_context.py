@@ -25,6 +25,7 @@ import trio
 
 from dcrond.config import Config
 from dcrond.engine import _table
+from dcrond.engine._batcher import Batcher
 from dcrond.engine._clock import WallClock
 from dcrond.engine._lease import LeaderLeases, LeaseTimes
 from dcrond.engine._uploader import LogUploader
@@ -133,6 +134,8 @@ class Context:
         self._slots_at = -math.inf
         self.counters = Counters()
         self._run_events: dict[str, trio.Event] = {}
+        #: the engine's proposals go in batches while its task runs (``_batcher``)
+        self.batcher = Batcher(replica)
 
     @property
     def store(self) -> JobStore:
@@ -252,6 +255,8 @@ class Context:
         delay = RETRY_MIN
         while True:
             try:
+                if self.batcher.running:
+                    return await self.batcher.propose(cmd)
                 return await self.replica.propose(cmd, retrying=True)
             except DcronError as exc:
                 if not isinstance(exc, NotLeader | Unavailable):

@@ -191,6 +191,7 @@ class Engine:
                 self._scope = scope
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.uploader.run)
+                    await nursery.start(self._ctx.batcher.run)
                     self._worker.bind(nursery)
                     if not self._watching:
                         self._replica.watch(self._on_applied)

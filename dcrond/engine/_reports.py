@@ -3,9 +3,13 @@
 An attempt's end is written to the *outbox* (a ``Journal`` in
 ``<state>/reports``) and its log queued for upload before ``RunFinished`` is
 proposed; the record goes once the report is committed (or refused because
-the attempt was already recorded). After a restart ``Worker.recover``
-proposes every record left in the outbox again, so no end is lost to a
-shutdown in the middle of a proposal.
+the attempt was already recorded) *and this host's own copy of the table
+shows the attempt ended*. After a restart ``Worker.recover`` proposes every
+record left in the outbox again, so no end is lost to a shutdown in the
+middle of a proposal -- and an attempt whose end the cluster committed
+while this host's copy still lagged (a follower that crashed just after
+the leader answered) is not taken for a claim still to start: the record
+says it ran. (The engine simulator found this: an attempt started twice.)
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from urllib.parse import quote
 
 import trio
 
+from dcrond.engine import _table
 from dcrond.engine._context import Context
 from dcrond.engine._journal import Journal
 from dcrond.engine._table import Claim
@@ -59,6 +64,8 @@ class Reporter:
         self._ctx = ctx
         self._settle = settle
         self.outbox = Journal(state_dir / "reports")
+        #: (run id, attempt) -> outbox record committed, not yet in this host's table
+        self._unseen: dict[tuple[str, int], int] = {}
         self._notes = state_dir / "notes"
         self._notes.mkdir(parents=True, exist_ok=True)
 
@@ -161,7 +168,30 @@ class Reporter:
         elif isinstance(result, Rejected):
             # already recorded (a report sent again after a restart), or the run moved on
             log.info("run_finished_refused run=%s: %s", record["run_id"], result.message)
-        self.outbox.remove(seq)
+        if result is None:
+            self.outbox.remove(seq)  # abandoned (Context.propose gave up): as before
+        elif self._ended_here(record["run_id"], record["attempt"]):
+            self.outbox.remove(seq)
+        else:  # the leader has it; keep the record until this host's copy shows it
+            self._unseen[(record["run_id"], record["attempt"])] = seq
+
+    def seen(self, run_id: str, attempt: int | None) -> None:
+        """This host applied the end of an attempt (``None``: of every attempt of the run)."""
+        if attempt is not None:
+            keys = [(run_id, attempt)] if (run_id, attempt) in self._unseen else []
+        else:
+            keys = [k for k in self._unseen if k[0] == run_id]
+        for key in keys:
+            self.outbox.remove(self._unseen.pop(key))
+
+    def _ended_here(self, run_id: str, attempt: int) -> bool:
+        """This host's table has the attempt ended (or has moved past it, or dropped the run)."""
+        current = _table.current_attempt(self._ctx.store, run_id)
+        return (
+            current is None
+            or current[1] > attempt
+            or (current[1] == attempt and current[2] not in ("scheduled", "running"))
+        )
 
     async def fail_unstarted(self, claim: Claim, message: str) -> None:
         """End an attempt that could not be started as failed, with the reason as its log."""

@@ -175,6 +175,7 @@ class Worker:
             self._ended.discard((run_id, attempt))
         else:
             self._ended = {k for k in self._ended if k[0] != run_id}
+        self._reports.seen(run_id, attempt)
 
     def cancel(self, run_id: str) -> bool:
         """Make sure a claimed attempt of ``run_id`` that has not started never starts."""

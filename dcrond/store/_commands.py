@@ -423,12 +423,36 @@ _REQUIRED: Final = {
 }
 
 
-def decode(data: bytes) -> Command:
-    """Decode one log entry's bytes into a validated command.
+@final
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Several encoded commands in one log entry, applied in order, each as if alone.
 
-    Raises ProtocolError if the bytes are not a command of a known kind with
-    exactly its fields, InvalidRequest if a field's value is invalid.
+    A proposer with many small commands ready at once (the engine: a crowd
+    of claims, the start and end reports of a tick) sends them as one entry,
+    so the log, the network and every replica's transaction pay once for
+    all. Each command keeps its own session and number: apply deduplicates,
+    refuses and answers it exactly as it would the command alone, and a
+    batch sent again after an error (with any other mix of commands) applies
+    nothing twice. The entry's result is ``Applied({"results": [...]})``,
+    one result per command in wire form (``result_to_wire``).
     """
+
+    commands: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        """The bytes of the log entry."""
+        out: bytes = msgpack.packb([BATCH_KIND, list(self.commands)])
+        return out
+
+
+#: the kind of a batch entry (not a command: it holds commands)
+BATCH_KIND: Final = "batch"
+#: the most commands one batch may hold
+MAX_BATCH: Final = 4096
+
+
+def _unpack(data: object) -> tuple[str, Any]:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ProtocolError(f"a command is bytes, not {type(data).__name__}")
     if len(data) > MAX_COMMAND_BYTES:
@@ -437,14 +461,41 @@ def decode(data: bytes) -> Command:
         item = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:
         raise ProtocolError(f"not a msgpack command: {exc}") from None
-    if not (
-        isinstance(item, list)
-        and len(item) == 2
-        and isinstance(item[0], str)
-        and isinstance(item[1], dict)
-    ):
+    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
         raise ProtocolError(f"a command is [kind, {{fields}}], got {show(item)}")
-    kind, fields = item
+    return item[0], item[1]
+
+
+def decode(data: bytes) -> Command:
+    """Decode one log entry's bytes into a validated command.
+
+    Raises ProtocolError if the bytes are not a command of a known kind with
+    exactly its fields, InvalidRequest if a field's value is invalid.
+    """
+    kind, fields = _unpack(data)
+    return _command(kind, fields)
+
+
+def decode_entry(data: bytes) -> Command | Batch:
+    """Decode a log entry: one command (as ``decode``) or a ``Batch`` of encoded commands.
+
+    The commands of a batch are decoded (and so validated) one by one when
+    applied: one bad command is refused alone. ProtocolError for a batch
+    that is not a non-empty list of at most ``MAX_BATCH`` byte strings.
+    """
+    kind, body = _unpack(data)
+    if kind != BATCH_KIND:
+        return _command(kind, body)
+    if not (isinstance(body, list) and 0 < len(body) <= MAX_BATCH):
+        raise ProtocolError(f"a batch is a list of 1 to {MAX_BATCH} commands, got {show(body)}")
+    if not all(isinstance(c, bytes) for c in body):
+        raise ProtocolError("a batch holds encoded commands (bytes)")
+    return Batch(tuple(body))
+
+
+def _command(kind: str, fields: object) -> Command:
+    if not isinstance(fields, dict):
+        raise ProtocolError(f"a command is [kind, {{fields}}], got {show([kind, fields])}")
     cls = COMMANDS.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown command {show(kind)}; known: " + ", ".join(COMMANDS))

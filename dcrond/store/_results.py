@@ -101,21 +101,34 @@ def unwrap(result: object) -> dict[str, Any]:
     raise TypeError(f"not a job-table result: {result!r}")
 
 
+def result_to_wire(result: Result) -> list[Any]:
+    """A result as msgpack-able data: ``[0, value]`` or ``[1, code, message]``."""
+    if isinstance(result, Applied):
+        return [0, result.value]
+    return [1, result.code, result.message]
+
+
+def result_from_wire(item: Any) -> Result:
+    """The result ``result_to_wire`` gave; ProtocolError for anything else."""
+    try:
+        if item[0] == 0 and isinstance(item[1], dict):
+            return Applied(item[1])
+        if item[0] == 1:
+            return Rejected(str(item[1]), str(item[2]))
+    except (TypeError, IndexError, KeyError):
+        pass
+    raise ProtocolError(f"not a job-table result: {item!r:.80}")
+
+
 def encode_result(result: Result) -> bytes:
     """Encode a result for the session table (so a retried request gets it again)."""
-    if isinstance(result, Applied):
-        out: bytes = msgpack.packb((0, result.value))
-    else:
-        out = msgpack.packb((1, result.code, result.message))
+    out: bytes = msgpack.packb(result_to_wire(result))
     return out
 
 
 def decode_result(data: bytes) -> Result:
     """Decode what ``encode_result`` stored; StorageError if the table holds garbage."""
     try:
-        item = msgpack.unpackb(data)
-        if item[0] == 0:
-            return Applied(item[1])
-        return Rejected(str(item[1]), str(item[2]))
+        return result_from_wire(msgpack.unpackb(data))
     except Exception as exc:
         raise StorageError(f"corrupt session result in the job table: {exc}") from exc

@@ -41,6 +41,7 @@ from dcrond.errors import InvalidRequest, ProtocolError, StorageError
 from dcrond.raft._types import Entry, EntryKind
 from dcrond.store import _jobs, _queries, _runs
 from dcrond.store._commands import (
+    Batch,
     Command,
     CreateJob,
     DeleteJob,
@@ -56,6 +57,7 @@ from dcrond.store._commands import (
     RunStarted,
     UpdateJob,
     decode,
+    decode_entry,
 )
 from dcrond.store._jobspec import SPEC_FIELDS, JobSpec, check_on_host
 from dcrond.store._queries import JobSchedule
@@ -66,6 +68,7 @@ from dcrond.store._results import (
     decode_result,
     encode_result,
     rejected_from,
+    result_to_wire,
 )
 from dcrond.store._schema import DATA_TABLES, TABLES, check_schema, one, prepare
 from dcrond.store._snapshot import PinnedImage, image_of, pin, remove_scratch
@@ -190,31 +193,33 @@ class JobStore:
 
         Each entry is still all-or-nothing with its applied index, as with ``apply``.
         """
-        return [result for _cmd, result in self.apply_commands(entries)]
+        return self.apply_commands(entries)[0]
 
     def apply_commands(
         self, entries: Iterable[Entry]
-    ) -> list[tuple[Command | None, Result | None]]:
-        """``apply_many``, with each decoded command (None: not a command, or re-delivered).
+    ) -> tuple[list[Result | None], list[tuple[Command, Result]]]:
+        """``apply_many``, and every command applied with its result, in log order.
 
-        The replica's watchers need the command; decoding it once here
-        instead of again for them was 4 % of the daemon's time in a burst.
+        A batch entry's commands are listed one by one. The replica's
+        watchers need the commands: decoding them once here instead of
+        again for them was 4 % of the daemon's time in a burst.
         """
         db = self.db
-        out: list[tuple[Command | None, Result | None]] = []
+        results: list[Result | None] = []
+        done: list[tuple[Command, Result]] = []
         applied, term = self._applied, self._applied_term
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for entry in entries:
                     if entry.index <= applied:
-                        out.append((None, None))  # re-delivered after a restart: done already
+                        results.append(None)  # re-delivered after a restart: done already
                         continue
                     if entry.index != applied + 1:
                         raise ValueError(
                             f"apply out of order: applied={applied}, got {entry.index}"
                         )
-                    out.append(self._apply_entry(db, entry))
+                    results.append(self._apply_entry(db, entry, done))
                     applied, term = entry.index, entry.term
                 db.execute(
                     "UPDATE meta SET applied_index = ?, applied_term = ? WHERE id = 0",
@@ -228,18 +233,43 @@ class JobStore:
             raise StorageError(f"job table {self._path}: apply failed: {exc}") from exc
         self._count_applied += applied - self._applied
         self._applied, self._applied_term = applied, term
-        return out
+        return results, done
 
     def _apply_entry(
-        self, db: apsw.Connection, entry: Entry
-    ) -> tuple[Command | None, Result | None]:
+        self, db: apsw.Connection, entry: Entry, done: list[tuple[Command, Result]]
+    ) -> Result | None:
         if entry.kind != EntryKind.NORMAL:
-            return None, None
+            return None
         try:
-            cmd = decode(entry.data)
+            item = decode_entry(entry.data)
         except (InvalidRequest, ProtocolError) as exc:
             self._count_rejected += 1
-            return None, rejected_from(exc)
+            return rejected_from(exc)
+        if isinstance(item, Batch):
+            out: list[list[Any]] = []
+            now: int | None = None
+            for data in item.commands:
+                try:
+                    cmd = decode(data)
+                except (InvalidRequest, ProtocolError) as exc:
+                    self._count_rejected += 1
+                    out.append(result_to_wire(rejected_from(exc)))
+                    continue
+                result = self._apply_command(db, cmd)
+                done.append((cmd, result))
+                out.append(result_to_wire(result))
+                now = cmd.now if now is None else now
+            if now is not None and entry.index % SESSION_SWEEP_EVERY == 0:
+                self._expire_sessions(db, now)
+            return _Applied({"results": out})
+        result = self._apply_command(db, item)
+        done.append((item, result))
+        if entry.index % SESSION_SWEEP_EVERY == 0:
+            self._expire_sessions(db, item.now)
+        return result
+
+    def _apply_command(self, db: apsw.Connection, cmd: Command) -> Result:
+        """One command: answered again if its session has (no second effect), else executed."""
         cached, floor = one(
             db,
             "SELECT (SELECT result FROM client_results WHERE session = ?1 AND seq = ?2), "
@@ -248,10 +278,10 @@ class JobStore:
         )
         if cached is not None:  # a retried request: the same answer, no second effect
             self._count_dedup += 1
-            return cmd, decode_result(cached)
+            return decode_result(cached)
         if floor is not None and cmd.seq <= floor:
             self._count_rejected += 1
-            return cmd, Rejected(
+            return Rejected(
                 "stale",
                 f"request {cmd.seq} of session {cmd.session!r} was answered already "
                 f"(the session acknowledged up to {floor})",
@@ -266,9 +296,7 @@ class JobStore:
             self._count_rejected += 1
         db.execute("RELEASE command")
         self._remember(db, cmd, result, -1 if floor is None else floor)
-        if entry.index % SESSION_SWEEP_EVERY == 0:
-            self._expire_sessions(db, cmd.now)
-        return cmd, result
+        return result
 
     @staticmethod
     def _remember(db: apsw.Connection, cmd: Command, result: Result, floor: int) -> None:

@@ -191,3 +191,84 @@ def test_a_journal_reads_the_files_of_the_earlier_format(tmp_path: Path) -> None
     j.remove(4)
     assert not (tmp_path / "0000000000000004.json").exists()
     assert Journal(tmp_path).items() == [(5, {"n": 5})]
+
+
+async def test_an_end_report_stays_in_the_outbox_until_this_hosts_table_shows_it(
+    tmp_path: Path,
+) -> None:
+    """A follower that crashes after the leader committed its report, before its own copy
+    applied it, must not take the attempt for a claim still to start (it would run twice):
+    the outbox record that says it ran goes only once the local table shows the end."""
+    from types import SimpleNamespace
+
+    from dcrond.engine._context import Counters
+    from dcrond.engine._reports import Reporter
+    from dcrond.store import Applied, JobStore, RunFinished, RunStarted
+    from tests.store.conftest import Proposer
+
+    with JobStore.open(tmp_path / "jobs.db") as store:
+        p = Proposer(store)
+        p.create("j")
+        run_id = p.schedule_run("j", host="h1")
+        p.ok(
+            RunStarted(run_id=run_id, attempt=1, host="h1", pid=7, started_at=p.clock, **p.common())
+        )
+
+        async def committed_elsewhere(cmd: object, **_: object) -> Applied:
+            await trio.lowlevel.checkpoint()
+            return Applied({})  # the leader applied it; this host has not yet
+
+        stamps = iter(range(1, 1000))
+        ctx = SimpleNamespace(
+            store=store,
+            host="h1",
+            counters=Counters(),
+            propose=committed_elsewhere,
+            replica=SimpleNamespace(
+                stamp=lambda actor: {
+                    "now": p.clock,
+                    "actor": actor,
+                    "session": "w",
+                    "seq": next(stamps),
+                }
+            ),
+        )
+        reporter = Reporter(ctx, tmp_path / "state")  # type: ignore[arg-type]
+        record = {
+            "run_id": run_id,
+            "attempt": 1,
+            "state": "succeeded",
+            "exit_code": 0,
+            "signal": None,
+            "started_at": p.clock,
+            "finished_at": p.clock + 5,
+            "log_path": None,
+            "truncated": False,
+            "spool": None,
+        }
+        seq = reporter.outbox.add(record)
+        await reporter.send(seq, record)
+        assert reporter.unreported == 1  # kept: a restart now would read "it ran"
+        again = Reporter(ctx, tmp_path / "state")  # type: ignore[arg-type]
+        assert len(again.outbox) == 1  # ... on disk too
+        reporter.seen(run_id, 1)  # this host applied the end
+        assert reporter.unreported == 0
+
+        # once the local table has the end, the record goes as soon as the send returns
+        p.ok(
+            RunFinished(
+                run_id=run_id,
+                attempt=1,
+                state="succeeded",
+                exit_code=0,
+                signal=None,
+                started_at=p.clock,
+                finished_at=p.clock + 5,
+                log_path=None,
+                truncated=False,
+                **p.common(),
+            )
+        )
+        seq = reporter.outbox.add(record)
+        await reporter.send(seq, record)
+        assert reporter.unreported == 0
