@@ -20,7 +20,7 @@ steps, and :meth:`PinnedImage.close` (from any thread) makes the next step
 stop, so an image nobody wants any more costs at most one step.
 
 In the thread the copy goes through a scratch file beside the table
-(``<table>.image-<random>``, deleted right after; a crash's leftover is
+(``<table>.image-<pid>-<n>``, deleted right after; a crash's leftover is
 deleted when the table is next opened), not through an in-memory database:
 apsw holds the GIL while it serializes one (~0.1-0.25 s for 100,000 jobs,
 measured), which would stall the event loop as much as the copy it saves.
@@ -30,8 +30,8 @@ Writing the file and reading it back release the GIL throughout.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import secrets
 import threading
 from typing import Final, final
 
@@ -43,6 +43,8 @@ from dcrond.errors import StorageError
 _STEP_PAGES: Final = 1024
 #: what follows a table's file name in the name of a scratch file
 SCRATCH_INFIX: Final = ".image-"
+#: numbers the scratch files of this process (an abandoned copy may still write its own)
+_scratch_serial = itertools.count(1)
 
 
 def _copy(dest: apsw.Connection, conn: apsw.Connection, stop: threading.Event | None) -> None:
@@ -171,4 +173,5 @@ def pin(path: str, applied: tuple[int, int]) -> PinnedImage:
         if isinstance(exc, apsw.Error):
             raise StorageError(f"job table {path}: cannot snapshot: {exc}") from exc
         raise
-    return PinnedImage(conn, applied[0], f"{path}{SCRATCH_INFIX}{secrets.token_hex(4)}")
+    scratch = f"{path}{SCRATCH_INFIX}{os.getpid()}-{next(_scratch_serial)}"
+    return PinnedImage(conn, applied[0], scratch)
