@@ -40,6 +40,7 @@ from dcrond.raft._node import RaftNode
 from dcrond.raft._types import Entry, Role
 from dcrond.store import Applied, Command, JobStore, Rejected, Result
 from dcrond.store._results import decode_result, encode_result
+from dcrond.store._snapshot import PinnedImage
 
 log = logging.getLogger("dcrond.replica")
 
@@ -74,6 +75,10 @@ class ReplicatedTable:
 
     def snapshot(self) -> bytes:
         return self.store.snapshot()
+
+    def snapshot_begin(self) -> PinnedImage | None:
+        """The table's image pinned now, to read in a worker thread (``RaftNode``'s option)."""
+        return self.store.snapshot_begin()
 
     def restore(self, data: bytes, index: int) -> None:
         self.store.restore(data, index)

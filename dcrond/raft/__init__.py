@@ -4,7 +4,8 @@
 - ``_core``: the pure state machine (no I/O, no clock, no randomness of its own).
 - ``_storage``: the log and hard state in SQLite through apsw.
 - ``_codec`` / ``_transport``: msgpack frames over TCP under trio.
-- ``_node``: the trio driver that ties them together.
+- ``_node``: the trio driver that ties them together; ``_snapjob``: its
+  snapshots taken in worker threads.
 
 See docs/raft.md for the design and what each test proves.
 """
@@ -15,8 +16,10 @@ from dcrond.raft._confchange import apply_conf_change, decode_conf_change, encod
 from dcrond.raft._core import RaftCore, Rng
 from dcrond.raft._node import NodeStatistics, RaftNode, StateMachine, open_node
 from dcrond.raft._progress import ProgressState
+from dcrond.raft._snapjob import PinsSnapshots, SnapshotImage
 from dcrond.raft._status import PeerStatus, Status
 from dcrond.raft._storage import LoadedState, LogStorage, RepairReport, StorageStatistics
+from dcrond.raft._storage_snapfile import SnapshotFile
 from dcrond.raft._transport import RaftTransport, TransportStatistics
 from dcrond.raft._types import (
     MESSAGE_TYPES,
@@ -63,6 +66,7 @@ __all__ = [
     "NodeId",
     "NodeStatistics",
     "PeerStatus",
+    "PinsSnapshots",
     "ProgressState",
     "RaftCore",
     "RaftNode",
@@ -75,6 +79,8 @@ __all__ = [
     "Rng",
     "Role",
     "Snapshot",
+    "SnapshotFile",
+    "SnapshotImage",
     "SnapshotMeta",
     "SnapshotResponse",
     "StateMachine",

@@ -30,7 +30,10 @@ sequence number, which the state machine uses to apply a retried command once.
 
 The state machine takes a snapshot every ``snapshot_entries`` applied entries;
 the driver stores it (``LogStorage.compact``) and hands it to the core so that
-lagging followers are caught up with InstallSnapshot.
+lagging followers are caught up with InstallSnapshot. A state machine that
+can pin an image of itself (the job table) is copied and written in worker
+threads while the node goes on applying, one snapshot at a time; only the
+pinning and a short install transaction stay on the loop (``_snapjob``).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import trio
 
 from dcrond.errors import InvalidRequest, NotLeader, Unavailable
 from dcrond.raft._core import RaftCore, decode_conf_change
+from dcrond.raft._snapjob import PinsSnapshots, SnapshotJob
 from dcrond.raft._storage import LogStorage
 from dcrond.raft._types import (
     ConfChange,
@@ -78,7 +82,9 @@ class StateMachine(Protocol):
     one Ready committed at once, so a machine on disk can make the whole
     batch durable with one transaction instead of one per entry.
     ``applied_index`` is the last index it has durably applied (a state
-    machine kept in memory returns what it last saw).
+    machine kept in memory returns what it last saw). A state machine may
+    also offer ``snapshot_begin`` (``PinsSnapshots``), to be snapshotted in
+    a worker thread.
     """
 
     def apply_many(self, entries: Sequence[Entry]) -> Sequence[object]: ...
@@ -129,6 +135,8 @@ class NodeStatistics:
     persisted_batches: int
     persisted_entries: int
     snapshots: int
+    snapshots_discarded: int  #: given up half-way: a snapshot was restored meanwhile
+    snapshot_in_flight: bool  #: one is being copied and written in worker threads now
 
 
 @dataclass(slots=True)
@@ -158,6 +166,7 @@ class RaftNode:
         applied_term: int = 0,
         tick_seconds: float = 0.1,
         snapshot_entries: int = 10_000,
+        snapshot_in_thread: bool = True,
         on_conf_change: Callable[[ConfState], None] | None = None,
     ) -> None:
         self.core = core
@@ -166,6 +175,9 @@ class RaftNode:
         self.sm = state_machine
         self.tick_seconds = tick_seconds
         self.snapshot_entries = snapshot_entries
+        self._snapshot_in_thread = snapshot_in_thread
+        self._snapshot_job: SnapshotJob | None = None
+        self._nursery: trio.Nursery | None = None
         self._on_conf_change = on_conf_change
         self._applied_conf = conf  # membership as of the applied index
         self._applied_index = core.applied_index
@@ -183,6 +195,7 @@ class RaftNode:
         self._batches = 0
         self._entries = 0
         self._snapshots = 0
+        self._snapshots_discarded = 0
         self._closed = False
         self._core_lock = trio.Lock()
         self._persist_in_thread = storage.statistics().sync
@@ -193,6 +206,7 @@ class RaftNode:
         """Serve until cancelled: transport, ticks, incoming messages, Ready handling."""
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 await nursery.start(self.transport.serve)
                 nursery.start_soon(self._tick_loop)
                 nursery.start_soon(self._receive_loop)
@@ -325,16 +339,66 @@ class RaftNode:
                 self._on_conf_change(conf)
 
     def _maybe_snapshot(self) -> None:
-        if self._applied_index - self._snapshot_index < self.snapshot_entries:
+        job = self._snapshot_job
+        if job is not None and not job.discarded and self._snapshot_index != job.base:
+            self._discard_snapshot(job)  # a snapshot was restored: the image is of the old table
+        if job is not None or self._applied_index - self._snapshot_index < self.snapshot_entries:
             return
         meta = SnapshotMeta(self._applied_index, self._applied_term, self._applied_conf)
-        snap = Snapshot(meta, self.sm.snapshot())
-        self.storage.compact(snap)
+        image = None
+        if (
+            self._snapshot_in_thread
+            and self._nursery is not None
+            and isinstance(self.sm, PinsSnapshots)
+        ):
+            image = self.sm.snapshot_begin()
+        if image is None:  # the whole snapshot on this thread
+            snap = Snapshot(meta, self.sm.snapshot())
+            self.storage.compact(snap)
+            self._compacted(snap)
+            return
+        if image.index != meta.index:
+            image.close()
+            raise RuntimeError(f"snapshot pinned at {image.index}, the driver applied {meta.index}")
+        job = self._snapshot_job = SnapshotJob(meta, self._snapshot_index, image)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._snapshot_in_background, job)
+
+    async def _snapshot_in_background(self, job: SnapshotJob) -> None:
+        try:
+            done = await job.write(self.storage)
+            if done is None:
+                return
+            snap, written = done
+            async with self._core_lock:
+                # Shielded: once the file is installed the core must drop the same entries.
+                with trio.CancelScope(shield=True):
+                    if job.discarded or self._snapshot_index != job.base:
+                        self._discard_snapshot(job)
+                        return
+                    if self._persist_in_thread:
+                        await trio.to_thread.run_sync(self.storage.compact, snap, written)
+                    else:
+                        self.storage.compact(snap, written)
+                    job.installed()
+                    self._compacted(snap)
+        finally:
+            job.close(self.storage)
+            if self._snapshot_job is job:
+                self._snapshot_job = None
+
+    def _discard_snapshot(self, job: SnapshotJob) -> None:
+        if not job.discarded:
+            job.discard()
+            self._snapshots_discarded += 1
+            log.info("raft_snapshot_discarded node=%s index=%d", self.core.id, job.meta.index)
+
+    def _compacted(self, snap: Snapshot) -> None:
         self.core.compact(snap)
-        self._snapshot_index = meta.index
+        self._snapshot_index = snap.meta.index
         self._snapshots += 1
         log.info(
-            "raft_snapshot node=%s index=%d bytes=%d", self.core.id, meta.index, len(snap.data)
+            "raft_snapshot node=%s index=%d bytes=%d", self.core.id, snap.meta.index, len(snap.data)
         )
 
     def _finish(
@@ -463,6 +527,8 @@ class RaftNode:
             persisted_batches=self._batches,
             persisted_entries=self._entries,
             snapshots=self._snapshots,
+            snapshots_discarded=self._snapshots_discarded,
+            snapshot_in_flight=self._snapshot_job is not None,
         )
 
     @property
@@ -503,6 +569,7 @@ def open_node(
     rng: random.Random | None = None,
     tick_seconds: float = 0.1,
     snapshot_entries: int = 10_000,
+    snapshot_in_thread: bool = True,
     on_conf_change: Callable[[ConfState], None] | None = None,
 ) -> RaftNode:
     """Recover a node from ``storage`` (or bootstrap a new one) and wrap it in a driver.
@@ -510,6 +577,9 @@ def open_node(
     The state machine is restored from the stored snapshot when it is behind
     it; committed entries after its applied index are handed out again by the
     core, so an in-memory state machine rebuilds itself from the log.
+    ``snapshot_in_thread=False`` keeps snapshots on the event loop even for
+    a state machine that could take them in a thread (the deterministic
+    simulators want no threads).
     """
     loaded = storage.load()
     snap = loaded.snapshot
@@ -549,5 +619,6 @@ def open_node(
         applied_term=applied_term,
         tick_seconds=tick_seconds,
         snapshot_entries=snapshot_entries,
+        snapshot_in_thread=snapshot_in_thread,
         on_conf_change=on_conf_change,
     )

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 A ``SimHost`` is what ``dcrond.host.Host`` assembles, minus gossip and
 sockets: the Raft node (real core and driver, ``LogStorage`` on SQLite with
-``sync=False`` so nothing runs in a worker thread), the job table
+``sync=False`` and snapshots taken on the loop, so nothing runs in a worker
+thread), the job table
 (``JobStore`` on SQLite), a ``Replica`` whose writes on a follower are
 forwarded to the leader over the simulated network (``raft.propose``), the
 ``Engine`` with a ``FakeProcessRunner`` and an in-memory object store, and a
@@ -278,6 +279,7 @@ class SimHost:
                     rng=random.Random(self._rng.getrandbits(64)),
                     tick_seconds=0.05,
                     snapshot_entries=self._snapshot_entries,
+                    snapshot_in_thread=False,  # a worker thread would break the replay
                 )
                 replica = Replica(
                     node,
