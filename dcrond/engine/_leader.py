@@ -19,7 +19,10 @@ the moment it stops leading.
   placed on a host) -- earlier for a crowd due at the same instant
   (``CLAIM_COST`` per run, up to ``LOOKAHEAD``), so that every claim is
   committed before the instant; the worker on that host starts the process
-  at the instant on its own timer. The claim is in the log before anything starts,
+  at the instant on its own timer. A claim is proposed again until it
+  commits or this node stops leading (which cancels it), never given up
+  while leading: an overloaded leader that gave up would leave an instant
+  with no run at all. The claim is in the log before anything starts,
   so a restart or a new leader, which starts over from the table, neither
   skips nor repeats an instant; the store refuses a second claim of the same
   id in any case. A claim refused because the job was edited in between is
@@ -94,8 +97,6 @@ MAX_NAP: Final = 1.0
 LOOKAHEAD: Final = 1.0
 #: what one claim costs the log (apply, watch, arming), so a crowd is claimed in time
 CLAIM_COST: Final = 0.0006
-#: how long a claim keeps trying when no leader takes it (the next leader claims it anyway)
-CLAIM_PATIENCE: Final = 5.0
 #: how often the leader tries again to place runs no host took
 PLACE_RETRY: Final = 0.2
 #: for how long a host that refused a run is not asked again for it (s)
@@ -539,7 +540,7 @@ class Leader:
             )
             ctx.claiming(job, run_id, host)
             try:
-                result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+                result = await ctx.propose(cmd)
             finally:
                 ctx.claimed(job, run_id)
             if isinstance(result, Applied) and host is None:
@@ -580,7 +581,7 @@ class Leader:
             attempt=attempt,
             reason=reason,
         )
-        result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+        result = await ctx.propose(cmd)
         if isinstance(result, Applied):
             ctx.counters.lost += 1
             log.warning(
@@ -623,7 +624,7 @@ class Leader:
                     )
                     ctx.claiming(item.claim.job, run_id, where.host)
                     try:
-                        result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+                        result = await ctx.propose(cmd)
                     finally:
                         ctx.claimed(item.claim.job, run_id)
                     if isinstance(result, Applied):
@@ -647,7 +648,7 @@ class Leader:
             run_id=run_id,
             reason=reason[:1024],
         )
-        await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+        await ctx.propose(cmd)
 
     # --- retries ------------------------------------------------------------------------------
 
@@ -695,7 +696,7 @@ class Leader:
         )
         ctx.claiming(item.job, item.run_id, host)
         try:
-            result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+            result = await ctx.propose(cmd)
         finally:
             ctx.claimed(item.job, item.run_id)
         if isinstance(result, Applied) and host is None:
@@ -787,7 +788,7 @@ class Leader:
                     keep_count=keep,
                     max_age=max_age,
                 )
-                result = await ctx.propose(cmd, patience=CLAIM_PATIENCE)
+                result = await ctx.propose(cmd)
                 if not isinstance(result, Applied):
                     break
                 value = result.value
