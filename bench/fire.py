@@ -290,7 +290,7 @@ async def runner_alone(program: Path, folder: Path, *, n: int, burst: int) -> di
     ``n`` single starts 50 ms apart, then ``burst`` started back to back at one
     instant: what the engine's figures are compared with to see its own share.
     """
-    runner = LocalProcessRunner(folder / "runner-work")
+    runner = LocalProcessRunner(folder / "runner-work", spares=burst)  # as dcrond's below
     script = folder / "empty-script"
     script.write_bytes(b"")
     out: dict[str, Any] = {}
@@ -341,7 +341,7 @@ async def dcrond_lags(
         runners: list[LocalProcessRunner] = []
 
         async def start_engine(nursery: trio.Nursery) -> Engine:
-            runners.append(LocalProcessRunner(data / "work"))
+            runners.append(LocalProcessRunner(data / "work", spares=config.runner.slots))
             engine = Engine(replica, runners[-1], blobs, config, host="bench")
             await nursery.start(engine.run)
             return engine

@@ -178,7 +178,9 @@ class Host:
                 )
                 self.node = node
                 runner = LocalProcessRunner(
-                    data / "runs", daemon_env=_without_systemd(dict(os.environ))
+                    data / "runs",
+                    daemon_env=_without_systemd(dict(os.environ)),
+                    spares=config.runner.slots,  # a start at each slot renames, never creates
                 )
                 runtime = ClusterRuntime(
                     node,

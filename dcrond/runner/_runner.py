@@ -28,6 +28,16 @@ start does not wait for the daemon's loop. Then it supervises:
 4. the pump drains the pipe, the spool gets its trailer, the files of the
    attempt are removed (the spool stays) and a ``RunResult`` is returned.
 
+**Spare state files.** Creating a file is the dearest part of a start on
+some file systems (0.5-0.8 ms of CPU on the root ext4 of the machines we
+measure on, where renaming one takes 16 us), and a crowd of starts pays it
+once per job on the spawner's core. So the state file of an ended attempt
+is not removed but emptied and kept as a *spare* (``live/spare.N``, up to
+``spares``), a thread makes spares up to that number when the runner is
+created, and a start renames a spare to its state file's name; the spawner
+then only appends to it. With no spare left the spawner creates the file
+as before. A spare holds nothing, and recovery never reads one.
+
 A daemon that restarts while the job runs finds its state file
 (``recover``): the job's pid and start time name it, the spawner (which
 outlives the daemon until its last job ends) holds the pipe's read end, so
@@ -45,12 +55,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import final
+from typing import Final, final
 
 import trio
 
@@ -80,6 +93,9 @@ from dcrond.runner._spec import (
     RunSpec,
 )
 
+#: spare state files a runner keeps ready by default (see the module doc)
+DEFAULT_SPARES: Final = 64
+
 
 @final
 class LocalProcessRunner:
@@ -100,6 +116,7 @@ class LocalProcessRunner:
         *,
         wall_clock: Callable[[], float] = time.time,
         daemon_env: Mapping[str, str] | None = None,
+        spares: int = DEFAULT_SPARES,
     ) -> None:
         self._dir = Path(work_dir)
         self._live_dir = self._dir / "live"
@@ -118,9 +135,20 @@ class LocalProcessRunner:
         self._env = dict(os.environ if daemon_env is None else daemon_env)
         self._own = own_identity()
         self._nofile = raise_fd_limit()
-        for name in os.listdir(self._live_dir):
-            if name.startswith("spare."):  # left by an older dcrond: never used
-                remove_quietly(str(self._live_dir / name))
+        self._spares_max = max(0, spares)
+        self._spares: deque[str] = deque()  #: empty files in live/ to rename into place
+        names = [n for n in os.listdir(self._live_dir) if n.startswith("spare.")]
+        numbers = [int(n[6:]) for n in names if n[6:].isdigit()]
+        self._spare_names = itertools.count(max(numbers, default=0) + 1)  # (next() is atomic)
+        for name in sorted(names):  # kept by an earlier runner: empty them, keep what we may
+            self._keep_spare(str(self._live_dir / name))
+        self._stop_spares = threading.Event()
+        self._spare_maker: threading.Thread | None = None
+        if len(self._spares) < self._spares_max:
+            self._spare_maker = threading.Thread(
+                target=self._make_spares, name="dcrond-spares", daemon=True
+            )
+            self._spare_maker.start()
         self._client: SpawnerClient | None = SpawnerClient()
         self._live: dict[str, Attempt] = {}
         self._started = 0
@@ -138,6 +166,10 @@ class LocalProcessRunner:
         client, self._client = self._client, None
         if client is not None:
             client.close()
+        self._stop_spares.set()
+        if self._spare_maker is not None:
+            self._spare_maker.join()
+            self._spare_maker = None
 
     @property
     def spawner_pid(self) -> int | None:
@@ -260,6 +292,56 @@ class LocalProcessRunner:
                 found.append(Recovered(st.run_id, st.attempt, None, self._finish_offline(st)))
         return found
 
+    # --- spare state files (see the module doc) ---------------------------------
+
+    def _keep_spare(self, path: str) -> None:
+        if len(self._spares) >= self._spares_max:
+            remove_quietly(path)
+            return
+        try:
+            os.truncate(path, 0)
+        except OSError:
+            remove_quietly(path)
+            return
+        self._spares.append(path)
+
+    def _next_spare(self) -> str:
+        return f"{self._live_str}/spare.{next(self._spare_names)}"
+
+    def _make_spares(self) -> None:
+        """Make spares up to ``spares`` (in a thread: a create costs up to ~1 ms here)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        while len(self._spares) < self._spares_max and not self._stop_spares.is_set():
+            path = self._next_spare()
+            try:
+                os.close(os.open(path, flags, 0o600))
+            except OSError:
+                return  # the folder is gone, or full: starts create their own files
+            self._spares.append(path)
+
+    def _place_state_file(self, path: str) -> None:
+        """Rename a spare to ``path`` if there is one (else the spawner creates it)."""
+        while self._spares:
+            spare = self._spares.pop()
+            try:
+                os.rename(spare, path)
+                return
+            except OSError:
+                continue
+
+    def _retire_state_file(self, path: str) -> None:
+        """An attempt's state file is done with: empty it and keep it as a spare, or remove it."""
+        if len(self._spares) < self._spares_max:
+            spare = self._next_spare()
+            try:
+                os.truncate(path, 0)
+                os.rename(path, spare)
+                self._spares.append(spare)
+                return
+            except OSError:
+                pass
+        remove_quietly(path)
+
     # --- starting --------------------------------------------------------------
 
     def _paths(self, key: str) -> Paths:
@@ -305,6 +387,7 @@ class LocalProcessRunner:
             script=paths.script,
             pipe_ino=os.fstat(read_fd).st_ino,
         )
+        self._place_state_file(paths.state)
         request = spawn_request(
             argv=argv,
             env=env,
@@ -333,7 +416,8 @@ class LocalProcessRunner:
     def _unstarted(self, att: Attempt) -> None:
         """Undo the start of an attempt whose process could not be created."""
         att.pump.detach()
-        remove_quietly(att.paths.state, att.paths.spool)
+        self._retire_state_file(att.paths.state)
+        remove_quietly(att.paths.spool)
         if att.paths.script is not None:
             remove_script(att.paths.script)
         self._live.pop(att.key, None)
@@ -405,7 +489,7 @@ class LocalProcessRunner:
         pump.seal(note)
         if paths.script is not None:
             remove_script(paths.script)
-        remove_quietly(paths.state)  # last: until now a restart can still find the attempt
+        self._retire_state_file(paths.state)  # last: until now a restart can find the attempt
         self._live.pop(key, None)
         self._finished[state] += 1
         return RunResult(
