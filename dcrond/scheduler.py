@@ -202,6 +202,11 @@ class SchedulerCore:
                 return list(self._jobs[name].schedule.iter_after(instant - 1, n))
         return []
 
+    def active(self, name: str) -> bool:
+        """The job is known and not paused (it has a place in the heap)."""
+        job = self._jobs.get(name)
+        return job is not None and not job.paused
+
     def __len__(self) -> int:
         return len(self._jobs)
 

@@ -27,7 +27,10 @@ the moment it stops leading.
   skips nor repeats an instant; the store refuses a second claim of the same
   id in any case. A claim refused because the job was edited in between is
   made again for the new version if the instant is still on its schedule; a
-  pause in between wins.
+  pause in between wins over the instants after it. An instant due *before*
+  the pause still gets its run (the worker skips it as paused), also when
+  the leader was so far behind that it had not handed it out yet: a due
+  instant never goes without a run.
 * **Job changes** (create, update, pause, resume, delete) reach the core
   through the replica's watch: the job is re-read from the table and its
   heap entry replaced (counting from the change: nothing is "caught up"
@@ -97,6 +100,8 @@ MAX_NAP: Final = 1.0
 LOOKAHEAD: Final = 1.0
 #: what one claim costs the log (apply, watch, arming), so a crowd is claimed in time
 CLAIM_COST: Final = 0.0006
+#: the most instants claimed for a job paused while the leader was behind (see _claim_before_pause)
+PAUSE_CLAIMS: Final = 100
 #: how often the leader tries again to place runs no host took
 PLACE_RETRY: Final = 0.2
 #: for how long a host that refused a run is not asked again for it (s)
@@ -442,7 +447,28 @@ class Leader:
                 self._versions.pop(name, None)
                 self._claimed.pop(name, None)
             else:
+                if row.paused and core.active(name):
+                    self._claim_before_pause(row, now)
                 self._upsert(row, now, changed=True)
+
+    def _claim_before_pause(self, row: ScheduleRow, now: int) -> None:
+        """Claim the instants a job came due at before its pause and this leader had not
+        handed out yet (it was behind): each gets a run, which the worker skips as paused.
+
+        Only instants after the newest one handed out in this leadership, up to the
+        pause, at most ``PAUSE_CLAIMS``; on time, there are none.
+        """
+        last = self._claimed.get(row.name)
+        timing = self._timing(row)
+        if last is None or timing is None or self._nursery is None:
+            return
+        until = min(row.updated_at // 1000, now)
+        for instant in timing.schedule.iter_after(last, PAUSE_CLAIMS):
+            if instant > until:
+                break
+            self._claimed[row.name] = instant
+            log.info("run_claim_before_pause job=%s instant=%d", row.name, instant)
+            self._nursery.start_soon(self._claim, Due(row.name, instant, "schedule"), row.version)
 
     async def _schedule_loop(self) -> None:
         clock = self._ctx.clock
@@ -500,7 +526,8 @@ class Leader:
             # edited between our read and the claim: claim it for the new version if the
             # instant is still on the (new) schedule; a pause wins
             row = _table.schedule_row(ctx.store, due.job)
-            if row is not None and not row.paused:
+            # a pause wins over the instants after it; one before it still gets its run
+            if row is not None and (not row.paused or due.instant_ms <= row.updated_at):
                 try:
                     on_schedule = parse(row.schedule, row.timezone).next_after(due.instant - 1)
                 except InvalidRequest:

@@ -221,6 +221,39 @@ async def test_a_pause_between_the_claim_and_the_instant_skips_the_run(
         assert skipped["message"] == "job 'pausable' is paused"
 
 
+async def test_instants_due_before_a_pause_get_their_runs_even_when_the_leader_was_behind(
+    node_dir: Path, wall: Wall
+) -> None:
+    """The leader is seconds behind (the wall clock jumps) when a pause arrives: the
+    instants that came due before the pause still get a run each (skipped as paused),
+    none after it; without this the pause silently dropped them."""
+    async with start_node(node_dir, wall) as node:
+        await node.create("behind")
+        first = await node.until(lambda: node.runs("behind", state="succeeded"))
+        wall.offset += 5.0  # the leader has handed out nothing of the next 5 s yet
+        await node.replica.propose(PauseJob(**node.replica.stamp("test"), name="behind"))  # type: ignore[arg-type]
+        paused_at = iso_ms(node.replica.store.get_job("behind")["updated_at"]) // 1000
+
+        start = iso_ms(first[0]["scheduled_at"]) // 1000
+
+        def settled() -> list[dict[str, object]]:  # every instant up to the pause has a run
+            runs = node.runs("behind")
+            final = {"succeeded", "failed", "skipped"}
+            done = all(r["state"] in final for r in runs)
+            at = {iso_ms(str(r["scheduled_at"])) // 1000 for r in runs}
+            return runs if done and set(range(start, paused_at)) <= at else []
+
+        runs = await node.until(settled)
+        await trio.sleep(1.5)  # (nothing more comes: the pause wins after its instant)
+        runs = node.runs("behind")
+        instants = sorted(iso_ms(str(r["scheduled_at"])) // 1000 for r in runs)
+        assert instants == list(range(start, instants[-1] + 1))  # none missing, none twice
+        assert paused_at - 1 <= instants[-1] <= paused_at  # up to the pause, none after it
+        skipped = [r for r in runs if r["state"] == "skipped"]
+        assert len(skipped) >= 4
+        assert {r["message"] for r in skipped} == {"job 'behind' is paused"}
+
+
 async def test_a_run_whose_script_cannot_be_fetched_fails_with_the_reason_as_its_log(
     node_dir: Path, wall: Wall
 ) -> None:
