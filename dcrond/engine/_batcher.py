@@ -33,7 +33,7 @@ from typing import Final, final
 
 import trio
 
-from dcrond.errors import DcronError, ProtocolError
+from dcrond.errors import DcronError, ProtocolError, Unavailable
 from dcrond.replica import Replica
 from dcrond.store import Applied, Command, Rejected, Result
 from dcrond.store._commands import Batch
@@ -99,7 +99,7 @@ class Batcher:
         finally:
             self._running = False
             for pending in self._queue:  # nobody will send them: their callers try again
-                pending.error = DcronError("the engine is stopping")
+                pending.error = Unavailable("the engine is stopping")
                 pending.done.set()
             self._queue = []
 
@@ -129,7 +129,7 @@ class Batcher:
             return
         except BaseException:
             for pending in batch:
-                pending.error = DcronError("the batch was not sent")
+                pending.error = Unavailable("the batch was not sent")
                 pending.done.set()
             raise
         self.batches += 1
