@@ -257,10 +257,14 @@ class Service:
 
     async def job_trigger(self, params: dict[str, Any]) -> Any:
         p = _Params("job.trigger", params, ("name",))
+        # read your writes: a job created a moment ago through this host (committed on
+        # the leader) may not be applied here yet; the engine reads this host's table
+        await self.replica.read_barrier()
         return await self.engine.trigger(p.name(), actor=p.actor)
 
     async def run_kill(self, params: dict[str, Any]) -> Any:
         p = _Params("run.kill", params, ("id",))
+        await self.replica.read_barrier()  # (as job.trigger: a run just made elsewhere)
         return await self.engine.kill(p.name("id"), actor=p.actor)
 
     def _lag(self, last_index: int) -> dict[str, int] | None:

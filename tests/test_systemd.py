@@ -594,10 +594,12 @@ def test_a_bad_config_exits_78_before_ready_with_an_error_line(
     assert "node.nmae: unknown key" in line
 
 
-def test_a_watchdog_abort_leaves_every_threads_stack_in_the_log(
+def test_a_watchdog_abort_leaves_the_event_loops_stack_in_the_log(
     dcrond: Dcrond, path_socket: NotifySocket
 ) -> None:
-    """systemd ends a daemon that stopped pinging with SIGABRT (WatchdogSignal=)."""
+    """systemd ends a daemon that stopped pinging with SIGABRT (WatchdogSignal=): the main
+    thread's stack is written, and the daemon dies of SIGABRT (dumping every thread's stack
+    once crashed with SIGSEGV while a worker thread was writing the log)."""
     dcrond.start({"NOTIFY_SOCKET": path_socket.address})
     path_socket.wait_for("READY", "1")
     assert dcrond.proc is not None

@@ -18,19 +18,11 @@ def _names(live: Path) -> tuple[list[str], list[str]]:
     return [n for n in names if n.startswith("spare.")], [n for n in names if n.endswith(".state")]
 
 
-def _made(runner: LocalProcessRunner) -> None:
-    """Wait until the runner's thread has made its spares."""
-    maker = runner._spare_maker
-    if maker is not None:
-        maker.join(10)
-
-
 async def test_a_runner_makes_its_spares_and_a_start_renames_one_into_place(
     work_dir: Path, daemon_env: dict[str, str]
 ) -> None:
     runner = LocalProcessRunner(work_dir, wall_clock=wall, daemon_env=daemon_env, spares=4)
     try:
-        _made(runner)
         live = work_dir / "live"
         spares, states = _names(live)
         assert len(spares) == 4 and states == []
@@ -59,7 +51,6 @@ async def test_starts_beyond_the_spares_create_their_files_and_the_pool_stays_ca
 ) -> None:
     runner = LocalProcessRunner(work_dir, wall_clock=wall, daemon_env=daemon_env, spares=2)
     try:
-        _made(runner)
         results = []
 
         async def one(i: int) -> None:
@@ -79,7 +70,6 @@ async def test_a_restarted_runner_keeps_the_spares_and_never_recovers_them(
     work_dir: Path, daemon_env: dict[str, str]
 ) -> None:
     first = LocalProcessRunner(work_dir, wall_clock=wall, daemon_env=daemon_env, spares=3)
-    _made(first)
     first.close()
     live = work_dir / "live"
     spares, _ = _names(live)
@@ -87,7 +77,6 @@ async def test_a_restarted_runner_keeps_the_spares_and_never_recovers_them(
     (live / "spare.junk").write_text("")  # a name no runner makes
     again = LocalProcessRunner(work_dir, wall_clock=wall, daemon_env=daemon_env, spares=2)
     try:
-        _made(again)
         assert again.recover() == []
         spares_now, states = _names(live)
         assert len(spares_now) == 2 and states == []
