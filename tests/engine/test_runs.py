@@ -214,9 +214,14 @@ async def test_a_pause_between_the_claim_and_the_instant_skips_the_run(
     # a long lead time, so the pause lands after the claim and before the instant
     async with start_node(node_dir, wall, lead_time=0.8) as node:
         await node.create("pausable")
-        claimed = await node.until(lambda: node.runs("pausable"))
+
+        def ahead() -> list[dict[str, object]]:  # a claim with time to pause before it
+            soon = wall() * 1000 + 400
+            return [r for r in node.runs("pausable") if iso_ms(str(r["scheduled_at"])) > soon]
+
+        claimed = await node.until(ahead)
         await node.replica.propose(PauseJob(**node.replica.stamp("test"), name="pausable"))  # type: ignore[arg-type]
-        skipped = await node.until_final(claimed[0]["id"])
+        skipped = await node.until_final(str(claimed[0]["id"]))
         assert skipped["state"] == "skipped"
         assert skipped["message"] == "job 'pausable' is paused"
 
