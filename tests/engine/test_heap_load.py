@@ -34,7 +34,6 @@ from dcrond.store import (
     RunScheduled,
     RunStarted,
     UpdateJob,
-    make_run_id,
 )
 from tests.store.conftest import T0, Proposer
 
@@ -56,21 +55,7 @@ def p(store: JobStore) -> Proposer:
 
 def run(p: Proposer, job: str, at: int, reason: str = "schedule", host: str = "h1") -> str:
     """Claim attempt 1 of ``job``'s run at ``at`` (per host for a job ``on`` all)."""
-    version = p.store.get_job(job)["version"]
-    per_host = p.store.get_job(job)["on"] != "any"
-    run_id = make_run_id(job, at, host if per_host else None)
-    p.ok(
-        RunScheduled(
-            run_id=run_id,
-            job=job,
-            job_version=version,
-            scheduled_at=at,
-            host=host,
-            reason=reason,
-            **p.common(),
-        )
-    )
-    return run_id
+    return p.schedule_run(job, at, host, reason)
 
 
 def varied_table(p: Proposer) -> dict[str, int | None]:

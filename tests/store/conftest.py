@@ -68,8 +68,9 @@ class Proposer:
     def schedule_run(
         self, job: str, at: int = T0, host: str | None = "h1", reason: str = "schedule"
     ) -> str:
-        version = self.store.get_job(job)["version"]
-        run_id = make_run_id(job, at)
+        found = self.store.get_job(job)
+        version = found["version"]
+        run_id = make_run_id(job, at, host if found["on"] != "any" else None)  # (per host)
         self.ok(
             RunScheduled(
                 run_id=run_id,
