@@ -287,7 +287,7 @@ class Engine:
                     cmd.run_id,
                     str(run["job"]),
                     int(run["job_version"]),
-                    _table.iso_ms(run["scheduled_at"]),
+                    int(run["scheduled_at_ms"]),
                     str(run["reason"]),
                     cmd.attempt,
                     None if isinstance(cmd, RunRefused) else cmd.host,
@@ -295,7 +295,7 @@ class Engine:
                 if claim.host == self._host:
                     self._worker.arm(claim)
                 elif claim.host is None:  # nobody could take it, or its host refused it
-                    claimed_at = _table.iso_ms(run["attempts"][cmd.attempt - 1]["claimed_at"])
+                    claimed_at = int(run["claimed_at_ms"])
                     refused_by = cmd.host if isinstance(cmd, RunRefused) else None
                     self._leader.unplaced(claim, claimed_at, refused_by)
             elif isinstance(cmd, RunFinished | RunLost | RunSkipped):
@@ -340,7 +340,7 @@ class Engine:
                         host=host,
                         reason="trigger",
                     )
-                    runs.append(unwrap(await ctx.replica.propose(cmd)))
+                    runs.append(unwrap(await ctx.replica.propose(cmd)))  # (its summary)
             except AlreadyExists:  # a run for this very millisecond exists: take the next one
                 if runs:
                     raise
@@ -351,9 +351,19 @@ class Engine:
                     continue
                 raise
             ctx.counters.triggered += len(runs)
-            log.info("run_triggered runs=%s actor=%s", ",".join(r["id"] for r in runs), actor)
-            return {**runs[0], "runs": [r["id"] for r in runs]}
+            ids = [str(r["id"]) for r in runs]
+            log.info("run_triggered runs=%s actor=%s", ",".join(ids), actor)
+            return {**await self._applied_run(ids[0]), "runs": ids}
         raise Unavailable(f"could not trigger {name!r}: the job keeps changing; try again")
+
+    async def _applied_run(self, run_id: str) -> dict[str, Any]:
+        """The JSON of a run just committed (read after a barrier if a forward made it)."""
+        store = self._ctx.store
+        try:
+            return store.get_run(run_id)
+        except NotFound:  # the leader applied it; this follower may not have yet
+            await self._ctx.replica.read_barrier()
+            return store.get_run(run_id)
 
     async def kill(self, run_id: str, *, actor: str, forward: bool = True) -> dict[str, Any]:
         """Stop a run; returns its JSON once it has ended (at once if it already had).

@@ -174,18 +174,21 @@ class Leader:
             self._wake.set()
 
     def run_ended(self, run: dict[str, Any]) -> None:
-        """An attempt ended or a run was skipped: maybe a retry, dependents, retention."""
+        """An attempt ended or a run was skipped: maybe a retry, dependents, retention.
+
+        ``run`` is the command's result, the run's summary (``run_summary`` in the store).
+        """
         if self._core is None:
             return
-        if run["state"] == "scheduled" and run["retry_at"] is not None:
+        if run["state"] == "scheduled" and run["retry_at_ms"] is not None:
             self._push_retry(
                 _RetryDue(
-                    _table.iso_ms(run["retry_at"]),
+                    int(run["retry_at_ms"]),
                     run["id"],
                     int(run["attempt"]) + 1,
                     run["job"],
                     int(run["job_version"]),
-                    _table.iso_ms(run["scheduled_at"]),
+                    int(run["scheduled_at_ms"]),
                 )
             )
         elif run["state"] in FINAL_STATES:
@@ -292,7 +295,7 @@ class Leader:
                             "job": upstream,
                             "state": state,
                             "reason": reason,
-                            "at": at,
+                            "scheduled_at_ms": at,
                             "only": job,
                         }
                     )
@@ -748,7 +751,7 @@ class Leader:
 
     async def _claim_dependents(self, run: dict[str, Any]) -> None:
         ctx, store = self._ctx, self._ctx.store
-        at = run["at"] if "at" in run else _table.iso_ms(run["scheduled_at"])
+        at = int(run["scheduled_at_ms"])
         reason = (
             run["reason"] if run["reason"] in ("schedule", "catch-up", "trigger") else "trigger"
         )

@@ -4,6 +4,13 @@ Each function checks the command against the tables of ``_runstate`` before
 writing, so a refused command writes nothing; the rules themselves live
 there, at the top of that module. Like ``_jobs``, every input comes from the
 command and the table.
+
+A run command's result is the run's *summary* (``run_summary``), not its
+full JSON: every replica applies every run command, three per run, and
+building the full JSON (two queries, a dozen instants formatted as text,
+then stored in the session table) was a third of the cost of applying them.
+Whoever wants the whole run reads it (``get_run``) once the command is
+applied.
 """
 
 from __future__ import annotations
@@ -63,6 +70,41 @@ def load_run_json(db: apsw.Connection, run_id: str) -> dict[str, Any]:
         f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY attempt", (run_id,)
     ).fetchall()
     return run_json(row, attempts)
+
+
+def run_summary(db: apsw.Connection, run_id: str, attempt: int) -> dict[str, Any]:
+    """What the engine needs of a run after a command on its attempt ``attempt``.
+
+    Keys: ``id``, ``job``, ``job_version``, ``reason``, ``state``, ``host``,
+    ``attempt`` (the run's current attempt), and instants as integer
+    milliseconds: ``scheduled_at_ms``, ``retry_at_ms`` (None unless it waits
+    for a retry) and ``claimed_at_ms`` (of attempt ``attempt``).
+    """
+    # (two plain lookups: the same as one LEFT JOIN took 4 times as long, per run command)
+    row = db.execute(
+        "SELECT job, job_version, scheduled_at, reason, state, host, attempts, retry_at "
+        "FROM runs WHERE id = ?",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no run {run_id!r}")
+    claimed = db.execute(
+        "SELECT claimed_at FROM attempts WHERE run_id = ? AND attempt = ?", (run_id, attempt)
+    ).fetchone()
+    claimed_at = None if claimed is None else claimed[0]
+    job, version, scheduled_at, reason, state, host, attempts, retry_at = row
+    return {
+        "id": run_id,
+        "job": job,
+        "job_version": version,
+        "reason": reason,
+        "state": state,
+        "host": host,
+        "attempt": attempts,
+        "scheduled_at_ms": scheduled_at,
+        "retry_at_ms": retry_at,
+        "claimed_at_ms": claimed_at,
+    }
 
 
 def _load_run(db: apsw.Connection, run_id: str) -> _Run:
@@ -158,7 +200,7 @@ def run_scheduled(db: apsw.Connection, cmd: RunScheduled) -> dict[str, Any]:
         "NULL, 0, 0, NULL)",
         (cmd.run_id, cmd.attempt, cmd.host, cmd.now),
     )
-    return load_run_json(db, cmd.run_id)
+    return run_summary(db, cmd.run_id, cmd.attempt)
 
 
 def run_started(db: apsw.Connection, cmd: RunStarted) -> dict[str, Any]:
@@ -186,7 +228,7 @@ def run_started(db: apsw.Connection, cmd: RunStarted) -> dict[str, Any]:
             "started_at = coalesce(started_at, ?), updated_at = ? WHERE id = ?",
             (cmd.host, cmd.started_at, cmd.now, run.id),
         )
-    return load_run_json(db, run.id)
+    return run_summary(db, run.id, cmd.attempt)
 
 
 def _end_attempt(
@@ -225,7 +267,7 @@ def _end_attempt(
         ),
     )
     if cmd.attempt != run.attempts or run.state in FINAL_STATES:
-        return load_run_json(db, run.id)  # rule 6 / rule 2: the run does not change
+        return run_summary(db, run.id, cmd.attempt)  # rule 6 / rule 2: the run does not change
     event = run_event_for_outcome(outcome, attempts_left=run.attempts < run.max_attempts)
     new_state = run_next(run.state, event)
     assert new_state is not None, (run.state, event)  # every end event is allowed here
@@ -243,7 +285,7 @@ def _end_attempt(
             "updated_at = ? WHERE id = ?",
             (new_state, exit_code, signal, finished_at, started_at, message, cmd.now, run.id),
         )
-    return load_run_json(db, run.id)
+    return run_summary(db, run.id, cmd.attempt)
 
 
 def run_finished(db: apsw.Connection, cmd: RunFinished) -> dict[str, Any]:
@@ -295,7 +337,7 @@ def run_skipped(db: apsw.Connection, cmd: RunSkipped) -> dict[str, Any]:
         "updated_at = ? WHERE id = ?",
         (cmd.now, cmd.reason, cmd.now, run.id),
     )
-    return load_run_json(db, run.id)
+    return run_summary(db, run.id, run.attempts)
 
 
 def run_refused(db: apsw.Connection, cmd: RunRefused) -> dict[str, Any]:
@@ -314,7 +356,7 @@ def run_refused(db: apsw.Connection, cmd: RunRefused) -> dict[str, Any]:
         (f"{cmd.host} refused it: {cmd.reason}"[:1024], run.id, cmd.attempt),
     )
     db.execute("UPDATE runs SET host = NULL, updated_at = ? WHERE id = ?", (cmd.now, run.id))
-    return load_run_json(db, run.id)
+    return run_summary(db, run.id, cmd.attempt)
 
 
 def run_placed(db: apsw.Connection, cmd: RunPlaced) -> dict[str, Any]:
@@ -333,7 +375,7 @@ def run_placed(db: apsw.Connection, cmd: RunPlaced) -> dict[str, Any]:
         (cmd.host, run.id, cmd.attempt),
     )
     db.execute("UPDATE runs SET host = ?, updated_at = ? WHERE id = ?", (cmd.host, cmd.now, run.id))
-    return load_run_json(db, run.id)
+    return run_summary(db, run.id, cmd.attempt)
 
 
 _FINAL_LIST = ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))

@@ -59,6 +59,15 @@ class Proposer:
         """Apply and return the JSON object (raising the user's error if refused)."""
         return unwrap(self.apply(cmd))
 
+    def run(self, cmd: Command) -> dict[str, Any]:
+        """Apply a run command (raising the user's error if refused); the run's JSON after it.
+
+        (A run command's own result is the run's summary, ``run_summary``.)
+        """
+        summary = self.ok(cmd)
+        run: dict[str, Any] = self.store.get_run(summary["id"])
+        return run
+
     def create(self, name: str, **fields: Any) -> dict[str, Any]:
         fields.setdefault("schedule", "@hourly")
         if "script" not in fields:

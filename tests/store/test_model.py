@@ -19,6 +19,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from dcrond.engine._table import iso_ms
 from dcrond.raft import Entry
 from dcrond.store import (
     Applied,
@@ -43,6 +44,26 @@ from tests.store.conftest import T0
 NAMES = ("a", "b", "c", "d")
 SCHEDULES = ("@hourly", "*/5 * * * *", "@every 30s", "0 3 * * 1-5")
 names = st.sampled_from(NAMES)
+
+
+def summary_of(run: dict[str, Any], cmd: object) -> dict[str, Any]:
+    """What ``run_summary`` must give after ``cmd``, from the run's full JSON."""
+    attempt = getattr(cmd, "attempt", None) or run["attempt"]
+    claimed = (
+        run["attempts"][attempt - 1]["claimed_at"] if attempt <= len(run["attempts"]) else None
+    )
+    return {
+        "id": run["id"],
+        "job": run["job"],
+        "job_version": run["job_version"],
+        "reason": run["reason"],
+        "state": run["state"],
+        "host": run["host"],
+        "attempt": run["attempt"],
+        "scheduled_at_ms": iso_ms(run["scheduled_at"]),
+        "retry_at_ms": None if run["retry_at"] is None else iso_ms(run["retry_at"]),
+        "claimed_at_ms": None if claimed is None else iso_ms(claimed),
+    }
 
 
 @dataclass(frozen=True)
@@ -298,7 +319,12 @@ class TwoReplicas(RuleBasedStateMachine):
                     **c,
                 )
             assert isinstance(cmd, RunStarted | RunLost | RunSkipped | RunFinished | RunScheduled)
-            self.apply(cmd.encode())
+            before = self.one.dump(data_only=True)
+            result = self.apply(cmd.encode())
+            if isinstance(result, Applied):  # the result is the run's summary, as the table says
+                assert result.value == summary_of(self.one.get_run(run_id), cmd)
+            else:  # a refused run command changes nothing (its executor checks before writing)
+                assert self.one.dump(data_only=True) == before
 
     # --- the log's own faults -----------------------------------------------------
 

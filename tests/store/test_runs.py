@@ -48,7 +48,7 @@ def test_a_run_goes_scheduled_running_succeeded(p: Proposer, store: JobStore) ->
     p.create("backup")
     run_id = p.schedule_run("backup", at=T0 + 3_600_000)
     assert run_id == "backup@2026-01-01T01:00:00Z"
-    run = p.ok(
+    run = p.run(
         RunStarted(
             run_id=run_id, attempt=1, host="h1", pid=4242, started_at=T0 + 3_600_002, **p.common()
         )
@@ -58,7 +58,7 @@ def test_a_run_goes_scheduled_running_succeeded(p: Proposer, store: JobStore) ->
         "h1",
         "2026-01-01T01:00:00.002Z",
     )
-    run = p.ok(
+    run = p.run(
         RunFinished(
             run_id=run_id,
             attempt=1,
@@ -239,15 +239,15 @@ def test_run_transitions(
 def test_retries_back_off_and_record_when_the_next_attempt_is_due(p: Proposer) -> None:
     driver = RunDriver(p, retries=3)
     p.ok(driver.command("start 1"))
-    run = p.ok(driver.command("finish 1 failed"))
+    run = p.run(driver.command("finish 1 failed"))
     assert run["state"] == "scheduled"
     assert run["exit_code"] == 1
     assert run["retry_at"] == "2026-01-01T00:00:14Z"  # failed at :04, backoff 10 s
     assert run["max_attempts"] == 4
-    run = p.ok(driver.command("claim 2"))
+    run = p.run(driver.command("claim 2"))
     assert (run["attempt"], run["host"], run["retry_at"]) == (2, "h2", None)
     p.ok(driver.command("start 2"))
-    run = p.ok(driver.command("finish 2 failed"))
+    run = p.run(driver.command("finish 2 failed"))
     assert run["retry_at"] == "2026-01-01T00:00:27Z"  # failed at :07, then 10 s x 2
 
 
@@ -483,11 +483,13 @@ def test_a_host_refuses_a_claim_it_has_no_slot_for_and_the_leader_places_it_agai
     # only the host it is placed on may refuse, and only before the start
     refused = p.apply(RunRefused(run_id=run_id, attempt=1, host="h2", reason="full", **p.common()))
     assert isinstance(refused, Rejected) and "not waiting to start on 'h2'" in refused.message
-    run = p.ok(RunRefused(run_id=run_id, attempt=1, host="h1", reason="no free slot", **p.common()))
+    run = p.run(
+        RunRefused(run_id=run_id, attempt=1, host="h1", reason="no free slot", **p.common())
+    )
     assert run["host"] is None and run["state"] == "scheduled"
     assert run["attempts"][0]["message"] == "h1 refused it: no free slot"
     # placed again (elsewhere, or back), once
-    run = p.ok(RunPlaced(run_id=run_id, attempt=1, host="h2", **p.common()))
+    run = p.run(RunPlaced(run_id=run_id, attempt=1, host="h2", **p.common()))
     assert (run["host"], run["attempts"][0]["host"]) == ("h2", "h2")
     again = p.apply(RunPlaced(run_id=run_id, attempt=1, host="h3", **p.common()))
     assert isinstance(again, Rejected) and "on 'h2'" in again.message
