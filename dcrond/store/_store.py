@@ -41,6 +41,7 @@ from dcrond.errors import InvalidRequest, ProtocolError, StorageError
 from dcrond.raft._types import Entry, EntryKind
 from dcrond.store import _jobs, _queries, _runs
 from dcrond.store._commands import (
+    RUN_COMMANDS,
     Batch,
     Command,
     CreateJob,
@@ -65,12 +66,11 @@ from dcrond.store._results import Applied as _Applied
 from dcrond.store._results import (
     Rejected,
     Result,
-    decode_result,
-    encode_result,
     rejected_from,
     result_to_wire,
 )
 from dcrond.store._schema import DATA_TABLES, TABLES, check_schema, one, prepare
+from dcrond.store._sessions import Sessions
 from dcrond.store._snapshot import PinnedImage, image_of, pin, remove_scratch
 
 #: a session unseen for this long (by the ``now`` of later commands) is forgotten
@@ -208,6 +208,7 @@ class JobStore:
         results: list[Result | None] = []
         done: list[tuple[Command, Result]] = []
         applied, term = self._applied, self._applied_term
+        sessions = Sessions(db)
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -219,14 +220,16 @@ class JobStore:
                         raise ValueError(
                             f"apply out of order: applied={applied}, got {entry.index}"
                         )
-                    results.append(self._apply_entry(db, entry, done))
+                    results.append(self._apply_entry(db, sessions, entry, done))
                     applied, term = entry.index, entry.term
+                sessions.flush()
                 db.execute(
                     "UPDATE meta SET applied_index = ?, applied_term = ? WHERE id = 0",
                     (applied, term),
                 )
                 db.execute("COMMIT")
             except BaseException:
+                sessions.forget()
                 db.execute("ROLLBACK")
                 raise
         except apsw.Error as exc:
@@ -236,7 +239,11 @@ class JobStore:
         return results, done
 
     def _apply_entry(
-        self, db: apsw.Connection, entry: Entry, done: list[tuple[Command, Result]]
+        self,
+        db: apsw.Connection,
+        sessions: Sessions,
+        entry: Entry,
+        done: list[tuple[Command, Result]],
     ) -> Result | None:
         if entry.kind != EntryKind.NORMAL:
             return None
@@ -255,68 +262,53 @@ class JobStore:
                     self._count_rejected += 1
                     out.append(result_to_wire(rejected_from(exc)))
                     continue
-                result = self._apply_command(db, cmd)
+                result = self._apply_command(db, sessions, cmd)
                 done.append((cmd, result))
                 out.append(result_to_wire(result))
                 now = cmd.now if now is None else now
             if now is not None and entry.index % SESSION_SWEEP_EVERY == 0:
-                self._expire_sessions(db, now)
+                self._expire_sessions(db, sessions, now)
             return _Applied({"results": out})
-        result = self._apply_command(db, item)
+        result = self._apply_command(db, sessions, item)
         done.append((item, result))
         if entry.index % SESSION_SWEEP_EVERY == 0:
-            self._expire_sessions(db, item.now)
+            self._expire_sessions(db, sessions, item.now)
         return result
 
-    def _apply_command(self, db: apsw.Connection, cmd: Command) -> Result:
+    def _apply_command(self, db: apsw.Connection, sessions: Sessions, cmd: Command) -> Result:
         """One command: answered again if its session has (no second effect), else executed."""
-        cached, floor = one(
-            db,
-            "SELECT (SELECT result FROM client_results WHERE session = ?1 AND seq = ?2), "
-            "(SELECT acked FROM client_sessions WHERE session = ?1)",
-            (cmd.session, cmd.seq),
-        )
-        if cached is not None:  # a retried request: the same answer, no second effect
-            self._count_dedup += 1
-            return decode_result(cached)
-        if floor is not None and cmd.seq <= floor:
-            self._count_rejected += 1
-            return Rejected(
-                "stale",
-                f"request {cmd.seq} of session {cmd.session!r} was answered already "
-                f"(the session acknowledged up to {floor})",
-            )
-        db.execute("SAVEPOINT command")
+        known = sessions.check(cmd)
+        if known is not None:
+            if isinstance(known, Rejected) and known.code == "stale":
+                self._count_rejected += 1
+            else:  # a retried request: the same answer, no second effect
+                self._count_dedup += 1
+            return known
         result: Result
-        try:
-            result = _Applied(_EXECUTORS[type(cmd)](db, cmd))
-        except (InvalidRequest, ProtocolError) as exc:
-            db.execute("ROLLBACK TO command")
-            result = rejected_from(exc)
-            self._count_rejected += 1
-        db.execute("RELEASE command")
-        self._remember(db, cmd, result, -1 if floor is None else floor)
+        if isinstance(cmd, _WRITES_AFTER_CHECKS):
+            # A run command checks everything before its first write (``_runs``), so a
+            # refusal has written nothing: no savepoint needed (two statements saved per
+            # command, three commands per run on every replica).
+            try:
+                result = _Applied(_EXECUTORS[type(cmd)](db, cmd))
+            except (InvalidRequest, ProtocolError) as exc:
+                result = rejected_from(exc)
+                self._count_rejected += 1
+        else:
+            db.execute("SAVEPOINT command")
+            try:
+                result = _Applied(_EXECUTORS[type(cmd)](db, cmd))
+            except (InvalidRequest, ProtocolError) as exc:
+                db.execute("ROLLBACK TO command")
+                result = rejected_from(exc)
+                self._count_rejected += 1
+            db.execute("RELEASE command")
+        sessions.remember(cmd, result)
         return result
 
     @staticmethod
-    def _remember(db: apsw.Connection, cmd: Command, result: Result, floor: int) -> None:
-        acked = cmd.seq - 1 if cmd.acked is None else cmd.acked
-        db.execute(
-            "INSERT INTO client_results VALUES (?, ?, ?)",
-            (cmd.session, cmd.seq, encode_result(result)),
-        )
-        db.execute(
-            "INSERT INTO client_sessions VALUES (?, ?, ?) ON CONFLICT (session) DO UPDATE SET "
-            "acked = max(acked, excluded.acked), last_seen = max(last_seen, excluded.last_seen)",
-            (cmd.session, acked, cmd.now),
-        )
-        if acked > floor:
-            db.execute(
-                "DELETE FROM client_results WHERE session = ? AND seq <= ?", (cmd.session, acked)
-            )
-
-    @staticmethod
-    def _expire_sessions(db: apsw.Connection, now: int) -> None:
+    def _expire_sessions(db: apsw.Connection, sessions: Sessions, now: int) -> None:
+        sessions.flush()  # (the sessions this transaction saw, as they are now)
         cutoff = now - SESSION_TTL_MS
         db.execute(
             "DELETE FROM client_results WHERE session IN "
@@ -474,3 +466,5 @@ class JobStore:
 
 
 _SPEC: Final = frozenset(SPEC_FIELDS)
+#: commands whose executor refuses before it writes anything (see ``_runs``)
+_WRITES_AFTER_CHECKS: Final = (*RUN_COMMANDS, PruneRuns)
