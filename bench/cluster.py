@@ -267,6 +267,11 @@ class Cluster:
                 return None
         return None
 
+    async def term(self) -> int:
+        """The highest Raft term any daemon reports now."""
+        sts = [await self.status(name) for name in self.names]
+        return max(int(st["term"]) for st in sts if st is not None)
+
     async def leader(self) -> str:
         """The name of the leader every live daemon agrees on (waits for agreement)."""
         return await self.wait_healthy()
@@ -566,6 +571,7 @@ class Step:
     cpu_ms: dict[str, float] = field(default_factory=dict)  #: CPU ms per start by kind
     machine_busy: float = 0.0  #: busy fraction of all CPUs during the window
     leader: str = ""
+    elections: int = 0  #: terms that began during the window (a leader change each, or a try)
     starts: list[tuple[str, int, float]] = field(default_factory=list)  #: (job, instant, lag)
     #: filled from the run list at the end: lags by host, and how early each claim was made
     lag_by_host: dict[str, list[float]] = field(default_factory=dict)
@@ -660,6 +666,7 @@ async def throughput(
         begin = math.ceil(time.time()) + 3
         await trio.sleep(begin - time.time())
         leader = await c.leader()
+        term0 = await c.term()
         cpu0 = cpu_snapshot(c)
         async with trio.open_nursery() as nursery:
             if py_spy is not None:
@@ -667,6 +674,7 @@ async def throughput(
                     nursery.start_soon(record_profile, py_spy, rate, name, pid, window)
             await trio.sleep(window)
         cpu1 = cpu_snapshot(c)
+        step.elections = await c.term() - term0
         end = begin + window
         step.window = (begin, end)
         await trio.sleep(2)  # the last instants' records
@@ -703,7 +711,7 @@ async def throughput(
             f"jobs {step.cpu_ms['jobs']:.2f} ms ("
             + ", ".join(f"{k} {v:.2f}" for k, v in step.cpu_ms.items() if k.startswith("daemon "))
             + f"); machine busy {100 * step.machine_busy:.0f}% "
-            f"(ours {100 * ours:.0f}%), load {load()}",
+            f"(ours {100 * ours:.0f}%), load {load()}; terms begun {step.elections}",
             flush=True,
         )
         if step.behind:
@@ -935,7 +943,8 @@ def report(
                 f"{s.cpu_ms['spawners']:.2f} jobs {s.cpu_ms['jobs']:.2f} ("
                 + ", ".join(f"{k} {v:.2f}" for k, v in s.cpu_ms.items() if k.startswith("daemon "))
                 + "); machine busy "
-                f"{100 * s.machine_busy:.0f}%{'  BEHIND' if s.behind else ''}"
+                f"{100 * s.machine_busy:.0f}%; Raft terms begun {s.elections}"
+                f"{'  BEHIND' if s.behind else ''}"
             )
             ahead = q(s.claim_ahead_ms)
             print(
