@@ -438,6 +438,7 @@ class Service:
             "voters": list(st.voters),
             "learners": list(st.learners),
             "lag": self._lag(st.last_index),
+            "ticks_dropped": st.ticks_dropped,
             "cluster_id": self.cluster.cluster_id if self.cluster is not None else None,
             "jobs": store.jobs,
             "runs": store.runs,

@@ -44,7 +44,7 @@ import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, final
+from typing import Any, Final, Protocol, final
 
 import trio
 
@@ -69,6 +69,8 @@ from dcrond.raft._types import (
 )
 
 log = logging.getLogger("dcrond.raft")
+#: ticks dropped because the loop was held up are logged at most this often (seconds)
+LATE_LOG_EVERY: Final = 10.0
 
 
 class StateMachine(Protocol):
@@ -137,6 +139,8 @@ class NodeStatistics:
     snapshots: int
     snapshots_discarded: int  #: given up half-way: a snapshot was restored meanwhile
     snapshot_in_flight: bool  #: one is being copied and written in worker threads now
+    #: ticks not fired because the event loop was held up past them (see ``_tick_loop``)
+    ticks_dropped: int = 0
 
 
 @dataclass(slots=True)
@@ -197,6 +201,7 @@ class RaftNode:
         self._snapshots = 0
         self._snapshots_discarded = 0
         self._closed = False
+        self._ticks_dropped = 0
         self._core_lock = trio.Lock()
         self._persist_in_thread = storage.statistics().sync
 
@@ -219,18 +224,66 @@ class RaftNode:
 
     async def _tick_loop(self) -> None:
         next_tick = trio.current_time()
+        late_since, worst, dropped = next_tick, 0.0, 0
         while True:
             next_tick += self.tick_seconds
             await trio.sleep_until(next_tick)
+            now = trio.current_time()
+            late = now - next_tick
+            if late >= self.tick_seconds:
+                # The loop was held up (CPU starved, the core lock held through a long
+                # fsync): drop the ticks missed, as etcd's ticker does, instead of firing
+                # them back to back. Fired in a burst, they made the election timeout and
+                # CheckQuorum's window pass in a few milliseconds, before the messages
+                # waiting behind the same hold-up were stepped: under load, leaders
+                # stepped down and followers campaigned every few seconds.
+                missed = int(late / self.tick_seconds + 1e-9)
+                dropped += missed
+                self._ticks_dropped += missed
+                worst = max(worst, late)
+                next_tick = now
+                if now - late_since >= LATE_LOG_EVERY:
+                    log.warning(
+                        "raft_ticks_late node=%s dropped=%d worst_ms=%.0f seconds=%.0f",
+                        self.core.id,
+                        dropped,
+                        worst * 1000,
+                        now - late_since,
+                    )
+                    late_since, worst, dropped = now, 0.0, 0
             async with self._core_lock:
+                role, term = self.core.role, self.core.term
                 self.core.tick()
+                if self.core.role is not role:
+                    self._role_changed(role, term, "tick")
             self._dirty.set()
+
+    def _role_changed(self, was: Role, term: int, why: str) -> None:
+        core = self.core
+        if was is Role.LEADER:
+            reason = "check_quorum" if why == "tick" else "newer term"
+        elif why == "tick":
+            reason = "election timeout"
+        else:
+            reason = "message"
+        log.info(
+            "raft_role node=%s role=%s term=%d was=%s term_was=%d reason=%r leader=%s",
+            core.id,
+            core.role.name.lower(),
+            core.term,
+            was.name.lower(),
+            term,
+            reason,
+            core.leader,
+        )
 
     async def _receive_loop(self) -> None:
         channel = self.transport.receive_channel
-        step = self.core.step
+        core = self.core
+        step = core.step
         async for msg in channel:
             async with self._core_lock:
+                role, term = core.role, core.term
                 step(msg)
                 # Drain whatever else already arrived before handing control back.
                 while True:
@@ -239,6 +292,8 @@ class RaftNode:
                     except trio.WouldBlock:
                         break
                     step(more)
+                if core.role is not role:
+                    self._role_changed(role, term, "message")
             self._dirty.set()
 
     async def _ready_loop(self) -> None:
@@ -528,6 +583,7 @@ class RaftNode:
             persisted_entries=self._entries,
             snapshots=self._snapshots,
             snapshots_discarded=self._snapshots_discarded,
+            ticks_dropped=self._ticks_dropped,
             snapshot_in_flight=self._snapshot_job is not None,
         )
 
