@@ -187,10 +187,13 @@ class ClusterRuntime:
             self._announce()
 
     def _sync_peers(self) -> None:
+        # A member gossip declares dead keeps its address: Raft's own timers decide
+        # whether it answers. A daemon held up for a few seconds under load is declared
+        # dead by gossip and comes back; cut off from the log meanwhile, it campaigned.
         peers = {
             m.name: (m.address[0], m.meta.raft_port)
             for m in self.peers()
-            if m.meta.raft_port and m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+            if m.meta.raft_port and m.state is not MemberState.LEFT
         }
         self.node.transport.update_peers(peers)
 

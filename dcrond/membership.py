@@ -15,15 +15,21 @@ The rules, in order:
    learner — a voter only when it is not this leader (a leaving leader hands
    over leadership first) and the remaining voters keep a quorum of alive
    hosts.
-3. **Grow** to the target number of voters — 3, or 5 once at least 7 healthy
-   hosts are members (5 voters and still 2 spare learners to replace one
-   that dies: with exactly 5 hosts, 3 voters and 2 learners survive more) —
-   by promoting the healthiest caught-up learner (alive, and at most
-   ``max_lag`` entries behind the leader's last index).
-4. **Replace** a voter that has been dead (gossip's DEAD, or gone from the
-   member list) for longer than ``dead_grace``: first a caught-up learner is
-   promoted (rule 3 counts only healthy voters), then the dead voter is
-   removed once the voter set is above target.
+3. **Grow** to the target number of voters — 3, or 5 once at least 7 hosts
+   are members and not *gone* (left, or dead for longer than ``dead_grace``)
+   (5 voters and still 2 spare learners to replace one that dies: with
+   exactly 5 hosts, 3 voters and 2 learners survive more) — by promoting the
+   healthiest caught-up learner (alive, and at most ``max_lag`` entries
+   behind the leader's last index) while fewer voters than that answer
+   (alive or suspect: a suspect host is slow, not gone).
+4. **Replace** a voter that is dead (gossip's DEAD, or gone from the member
+   list): first a caught-up learner is promoted (rule 3 does not count it),
+   then the dead voter is removed once it has been dead for longer than
+   ``dead_grace`` and the voter set is above target. A voter that is only
+   suspect, or dead for less than the grace, keeps the target where it was:
+   under load a daemon's event loop can be held up for seconds, and a
+   3-host cluster removed and re-added a voter every few seconds when a
+   suspect host lowered the target to 2.
 5. **Shrink** back to the target when there are more voters than it (after a
    replacement, or when the cluster got smaller): remove a dead voter first,
    else a suspect one, else none — a healthy voter is never removed just to
@@ -139,12 +145,16 @@ def plan(
         if quorum_kept(conf.voters - {node}, alive):
             return ConfChange(ConfChangeType.REMOVE_NODE, node)
 
-    healthy_members = [n for n in members if health(n) is Health.ALIVE]
-    target = target_voters(len(healthy_members), policy)
+    # (rules 3-5) the target counts every member not gone: see rule 4 in the module doc
+    present = [
+        n for n in members if health(n) is not Health.LEFT and dead_for(n) <= policy.dead_grace
+    ]
+    target = target_voters(len(present), policy)
     healthy_voters = [v for v in conf.voters if health(v) is Health.ALIVE]
+    steady_voters = [v for v in conf.voters if health(v) in (Health.ALIVE, Health.SUSPECT)]
 
-    # 3./4. promote a caught-up learner while healthy voters are below target
-    if len(healthy_voters) < target:
+    # 3./4. promote a caught-up learner while the voters that answer are below target
+    if len(steady_voters) < target:
         candidates = sorted((last_index - view[n].match, n) for n in conf.learners if caught_up(n))
         if candidates:
             return ConfChange(ConfChangeType.PROMOTE_LEARNER, candidates[0][1])

@@ -70,6 +70,25 @@ def test_a_dead_voter_is_replaced_after_the_grace_only() -> None:
     assert plan("a", c, view, 100, 31.0, policy=P) == ConfChange(ConfChangeType.REMOVE_NODE, "c")
 
 
+def test_a_slow_voter_keeps_its_seat_until_it_has_been_dead_for_the_grace() -> None:
+    """Suspect, or dead for less than the grace: no removal, and (suspect) no replacement.
+
+    Under load a busy daemon is suspected, even declared dead, for a few seconds;
+    a 3-host cluster used to remove it (the target fell to 2) and re-add it at once.
+    """
+    for health in (SUSPECT, DEAD):
+        view = hosts(b=ALIVE) | {"c": HostView(health, 0.0, 100)}
+        assert plan("a", conf("a b c"), view, 100, 10.0, policy=P) is None
+    # five hosts, a suspect voter: the spare learners stay learners
+    view = hosts(b=ALIVE, c=SUSPECT, d=ALIVE, e=ALIVE)
+    assert plan("a", conf("a b c", "d e"), view, 100, 10.0, policy=P) is None
+    # dead beyond the grace: the cluster has shrunk, the voter goes
+    view = hosts(b=ALIVE) | {"c": HostView(DEAD, 0.0, 100)}
+    assert plan("a", conf("a b c"), view, 100, 31.0, policy=P) == ConfChange(
+        ConfChangeType.REMOVE_NODE, "c"
+    )
+
+
 def test_a_host_that_left_is_removed_and_replaced() -> None:
     view = hosts(b=ALIVE, c=LEFT, d=ALIVE)
     final = converge("a", conf("a b c", "d"), view)
