@@ -18,7 +18,9 @@ The leader places every attempt. It hands :func:`place` three things:
 A host is **eligible** when it carries every required tag, its gossip state
 is ``alive``, it is a voter or learner of the Raft configuration (a host that
 only gossips has no copy of the log yet, so it could not see an assignment),
-and it is not excluded. Eligible hosts are ordered:
+its log is at most ``MAX_BEHIND`` entries behind the leader's (a host that
+just joined, or is being sent a snapshot, would learn of its assignment
+late), and it is not excluded. Eligible hosts are ordered:
 
 1. most free run slots first (``free_slots`` from gossip);
 2. hosts with 0 free slots are kept, but last: the figure is up to a gossip
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from dcrond.gossip._types import Member
 
 __all__ = [
+    "MAX_BEHIND",
     "REASON_HOSTS",
     "HostState",
     "HostView",
@@ -113,6 +116,8 @@ class HostView:
 
     ``in_raft``: a voter or learner of the Raft configuration (not only a
     gossip member). ``free_slots``: run slots it last announced free.
+    ``behind``: entries of the log the leader knows it lacks (0: none, or
+    not known).
     """
 
     name: str
@@ -120,6 +125,7 @@ class HostView:
     state: HostState = "alive"
     in_raft: bool = True
     free_slots: int = 0
+    behind: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", _pairs(self.tags))
@@ -184,6 +190,8 @@ def _why_not(req: Requirements, host: HostView, exclude: Mapping[str, str]) -> s
         }[host.state]
     if not host.in_raft:
         return "is not in the Raft configuration yet"
+    if host.behind > MAX_BEHIND:
+        return f"is still catching up on the log ({host.behind} entries behind)"
     if host.name in exclude:
         return exclude[host.name] or "is excluded"
     return ""
@@ -288,8 +296,11 @@ def hosts_from_cluster(
     cluster_id: str,
     voters: Collection[str],
     learners: Collection[str] = (),
+    behind: Mapping[str, int] | None = None,
 ) -> tuple[HostView, ...]:
     """The host view from gossip members and the Raft configuration, hosts of this cluster only.
+
+    ``behind``: how many entries each follower's log lacks (the leader's Raft progress).
 
     A member counts when its gossip record carries ``cluster_id`` (hosts of
     another cluster on the same network, and hosts that have not settled
@@ -308,11 +319,16 @@ def hosts_from_cluster(
             state=_STATES[m.state.name],
             in_raft=m.name in conf,
             free_slots=m.meta.free_slots,
+            behind=0 if behind is None else behind.get(m.name, 0),
         )
     for name in conf - views.keys():
         views[name] = HostView(name=name, state="unknown", in_raft=True)
     return tuple(views[n] for n in sorted(views))
 
+
+#: a host whose log lacks more entries than this is not offered runs (see the module doc):
+#: far above what a busy follower has in flight, far below a fresh host's catch-up
+MAX_BEHIND: Final = 1000
 
 _STATES: Final[dict[str, HostState]] = {
     "ALIVE": "alive",

@@ -36,10 +36,12 @@ def test_view_keeps_this_clusters_hosts_with_their_tags_states_and_raft_membersh
         member("other", cluster_id="another-cluster", role="db"),
         member("fresh", cluster_id=""),  # has not settled a cluster yet
     ]
-    view = hosts_from_cluster(members, cluster_id=CID, voters={"a", "b", "c"}, learners={"d"})
+    view = hosts_from_cluster(
+        members, cluster_id=CID, voters={"a", "b", "c"}, learners={"d"}, behind={"b": 7}
+    )
     assert view == (
         HostView("a", (("role", "web"),), "suspect", True, 4),
-        HostView("b", (("role", "db"),), "alive", True, 2),
+        HostView("b", (("role", "db"),), "alive", True, 2, behind=7),
         HostView("c", (), "dead", True, 4),
         HostView("d", (), "left", True, 4),
         HostView("new", (), "alive", False, 4),

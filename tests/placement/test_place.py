@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from dcrond.errors import InvalidRequest
-from dcrond.placement import HostView, Requirements, order, place
+from dcrond.placement import MAX_BEHIND, HostView, Requirements, order, place
 
 
 def host(
@@ -18,9 +18,10 @@ def host(
     free: int = 4,
     state: str = "alive",
     in_raft: bool = True,
+    behind: int = 0,
     **tags: str,
 ) -> HostView:
-    return HostView(name, tuple(tags.items()), state, in_raft, free)  # type: ignore[arg-type]
+    return HostView(name, tuple(tags.items()), state, in_raft, free, behind)  # type: ignore[arg-type]
 
 
 def test_only_hosts_carrying_every_required_tag_are_candidates() -> None:
@@ -63,9 +64,14 @@ def test_hosts_not_alive_not_in_raft_or_excluded_are_never_candidates() -> None:
         host("ghost", state="unknown"),
         host("new", in_raft=False),
         host("refused"),
+        host("joining", behind=MAX_BEHIND + 1),  # its log is still catching up
+        host("busy", behind=MAX_BEHIND),  # a busy follower's entries in flight
     ]
     p = place(Requirements(on="all"), hosts, exclude={"refused": "refused (no free slot)"})
-    assert p.chosen == ("ok",)
+    assert p.chosen == ("busy", "ok")
+    assert place(Requirements(on="all"), [host("j", behind=5000)]).reason == (
+        "no alive host is available (j is still catching up on the log (5000 entries behind))"
+    )
 
 
 def test_reason_names_the_tag_nobody_carries_and_what_each_host_lacks() -> None:

@@ -5,7 +5,7 @@ hosts and not others; states, Raft membership, free slots and exclusions
 vary freely. What must hold for every input:
 
 * no candidate lacks a required tag, is not alive, is outside the Raft
-  configuration or is excluded; every eligible host is a candidate, once;
+  configuration, is far behind on the log or is excluded; every eligible host is a candidate, once;
 * ``all`` chooses every eligible host exactly once; ``N`` chooses
   ``min(N, eligible)`` distinct hosts; ``any`` one when there is one;
 * candidates come most free slots first;
@@ -23,7 +23,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dcrond.placement import REASON_HOSTS, HostState, HostView, Requirements, place
+from dcrond.placement import MAX_BEHIND, REASON_HOSTS, HostState, HostView, Requirements, place
 
 KEYS = ("role", "zone", "arch")
 VALUES = ("db", "web", "eu")
@@ -44,6 +44,7 @@ def host_views(draw: st.DrawFn, max_hosts: int = 10) -> list[HostView]:
             draw(st.sampled_from(STATES)),
             draw(st.booleans() | st.just(True)),
             draw(st.integers(-1, 4)),
+            draw(st.just(0) | st.sampled_from([MAX_BEHIND, MAX_BEHIND + 1, 10**6])),
         )
         for name in names
     ]
@@ -72,6 +73,7 @@ def eligible(req: Requirements, hosts: list[HostView], exclude: dict[str, str]) 
         if set(req.tags) <= set(h.tags)
         and h.state == "alive"
         and h.in_raft
+        and h.behind <= MAX_BEHIND
         and h.name not in exclude
     }
 
@@ -190,6 +192,8 @@ def test_reason_is_given_exactly_when_too_few_hosts_and_names_what_is_missing(
             assert f"{name} is " in p.reason or f"{name} has left" in p.reason
         elif not by_name[name].in_raft:
             assert f"{name} is not in the Raft configuration yet" in p.reason
+        elif by_name[name].behind > MAX_BEHIND:
+            assert f"{name} is still catching up on the log" in p.reason
         else:  # the one reason left: it was excluded, with the caller's phrase
             assert f"{name} {exclude[name]}" in p.reason
     if len(others) > REASON_HOSTS:
