@@ -27,6 +27,7 @@ the runner share one write path.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import time
@@ -116,6 +117,10 @@ class Replica:
         self.session = f"{name}/{os.urandom(6).hex()}"
         self._seq = 0
         self._outstanding: set[int] = set()
+        #: the outstanding numbers as a heap, with numbers no longer outstanding left in it
+        #: until they reach the top: the lowest one in O(log n), not min() over the set
+        #: (which, with thousands in flight on an overloaded leader, took 2/3 of its time)
+        self._lowest: list[int] = []
 
     @property
     def store(self) -> JobStore:
@@ -130,8 +135,12 @@ class Replica:
         """A new (session, seq, acked) for a command; pass them to the command's constructor."""
         self._seq += 1
         seq = self._seq
-        acked = (min(self._outstanding) if self._outstanding else seq) - 1
-        self._outstanding.add(seq)
+        lowest, outstanding = self._lowest, self._outstanding
+        while lowest and lowest[0] not in outstanding:
+            heapq.heappop(lowest)
+        acked = (lowest[0] if lowest else seq) - 1
+        outstanding.add(seq)
+        heapq.heappush(lowest, seq)
         return self.session, seq, acked
 
     def stamp(self, actor: str) -> dict[str, object]:

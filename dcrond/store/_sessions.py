@@ -108,9 +108,8 @@ class Sessions:
         s.last_seen = cmd.now if s.last_seen is None else max(s.last_seen, cmd.now)
         acked = cmd.seq - 1 if cmd.acked is None else cmd.acked
         if s.floor is None or acked > s.floor:
-            s.floor = acked
-            for seq in [q for q in s.answers if q <= acked]:
-                del s.answers[seq]
+            s.floor = acked  # (answers at or below it are dropped in flush: ``check`` never
+            # reaches them, and dropping them here was quadratic in a long catch-up)
 
     def flush(self) -> None:
         """Write what this transaction changed; the cache starts empty again."""
@@ -126,11 +125,9 @@ class Sessions:
                 db.execute(
                     "DELETE FROM client_results WHERE session = ? AND seq <= ?", (name, s.floor)
                 )
-            if s.answers:
-                db.executemany(
-                    "INSERT INTO client_results VALUES (?, ?, ?)",
-                    [(name, seq, data) for seq, (data, _) in s.answers.items()],
-                )
+            live = [(name, seq, data) for seq, (data, _) in s.answers.items() if seq > s.floor]
+            if live:
+                db.executemany("INSERT INTO client_results VALUES (?, ?, ?)", live)
             db.execute(
                 "INSERT INTO client_sessions VALUES (?, ?, ?) ON CONFLICT (session) DO UPDATE SET "
                 "acked = max(acked, excluded.acked), "
