@@ -8,6 +8,10 @@ hands committed entries over in batches), then measures, on the full table:
 
 * ``apply`` one entry at a time (one transaction each): pause/resume
   commands, and RunScheduled/RunStarted/RunFinished for 1,000 runs;
+* a run's three commands as the engine sends them: 100 runs' RunScheduled
+  in one batch entry, then their RunStarted, then their RunFinished
+  (``--batched-runs`` runs): microseconds of apply per run, what every
+  host of a cluster pays for every run;
 * ``list_jobs()`` of every job as JSON, and one page of 100;
 * what a scheduler does at start: ``list_schedules()`` and, for every
   job, ``dcrond.schedule.parse`` + ``next_after``, then ``heapify``;
@@ -33,6 +37,7 @@ import apsw
 from dcrond import schedule
 from dcrond.raft._types import Entry
 from dcrond.store import (
+    Command,
     CreateJob,
     JobSpec,
     JobStore,
@@ -44,6 +49,8 @@ from dcrond.store import (
     make_run_id,
     unwrap,
 )
+from dcrond.store._commands import Batch
+from dcrond.store._results import result_from_wire
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms
 SCHEDULES = ("*/5 * * * *", "@hourly", "0 3 * * *", "@every 90s", "*/10 * * * * *", "30 2 * * 1-5")
@@ -153,11 +160,80 @@ def single_applies(p: Proposer, n: int, jobs: int) -> tuple[float, float]:
     return jobs_rate, runs_rate
 
 
+def batched_runs(p: Proposer, jobs: int, runs: int, per_batch: int = 100) -> float:
+    """Microseconds of apply per run when runs come as the engine sends them.
+
+    Each round: ``per_batch`` RunScheduled in one batch entry, then their
+    RunStarted in another, then their RunFinished: three entries, each its
+    own transaction, one engine session with ``per_batch`` requests in flight.
+    Only ``apply_many`` is timed (the commands are encoded before).
+    """
+    spent = 0.0
+
+    def stamp(now: int) -> dict[str, Any]:
+        fields = p.common()
+        fields.update(now=now, session="engine", acked=max(0, fields["seq"] - per_batch))
+        return fields
+
+    for r in range(runs // per_batch):
+        at = T0 + 1000 * (10_000 + r)
+        names = [f"job-{(r * per_batch + i) % jobs:06d}" for i in range(per_batch)]
+        version = {n: p.store.get_job(n)["version"] for n in names}  # (pauses bumped some)
+        rounds: list[list[Command]] = [
+            [
+                RunScheduled(
+                    run_id=make_run_id(n, at),
+                    job=n,
+                    job_version=version[n],
+                    scheduled_at=at,
+                    host="h1",
+                    **stamp(at - 300),
+                )
+                for n in names
+            ],
+            [
+                RunStarted(
+                    run_id=make_run_id(n, at),
+                    attempt=1,
+                    host="h1",
+                    pid=1000 + i,
+                    started_at=at + 1,
+                    **stamp(at + 2),
+                )
+                for i, n in enumerate(names)
+            ],
+            [
+                RunFinished(
+                    run_id=make_run_id(n, at),
+                    attempt=1,
+                    state="succeeded",
+                    exit_code=0,
+                    finished_at=at + 5,
+                    log_path=f"logs/{n}/1.log",
+                    **stamp(at + 6),
+                )
+                for n in names
+            ],
+        ]
+        datas = [Batch(tuple(c.encode() for c in cmds)).encode() for cmds in rounds]
+        for data in datas:
+            entry = p.entry(data)
+            t0 = time.perf_counter()
+            [result] = p.store.apply_many([entry])
+            spent += time.perf_counter() - t0
+            for item in unwrap(result)["results"]:  # every command applied
+                unwrap(result_from_wire(item))
+    return spent / (runs // per_batch * per_batch) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--singles", type=int, default=3000, help="even")
+    parser.add_argument(
+        "--batched-runs", type=int, default=3000, help="runs applied as the engine batches them"
+    )
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -167,6 +243,7 @@ def main() -> None:
             p = Proposer(store)
             create_rate, encode_rate = create_jobs(p, args.jobs, args.batch)
             jobs_rate, runs_rate = single_applies(p, args.singles, args.jobs)
+            batched_us = batched_runs(p, args.jobs, args.batched_runs)
 
             t0 = time.perf_counter()
             jobs = store.list_jobs()
@@ -214,6 +291,10 @@ def main() -> None:
     print(
         f"  RunScheduled/Started/Finished, 1/txn    {runs_rate:12,.0f} applies/s"
         f"   ({runs_rate / single_anchor:.2f}x anchor)"
+    )
+    print(
+        f"  a run's 3 commands, 100 runs per batch  {batched_us:12,.0f} us of apply per run"
+        f"   ({1e6 / batched_us / single_anchor:.2f}x anchor rows)"
     )
     print(f"  list_jobs() of all, as JSON             {list_s * 1000:12,.0f} ms")
     print(f"  list_jobs(limit=100), one API page      {page_s * 1000:12,.1f} ms")
