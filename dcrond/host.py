@@ -67,13 +67,6 @@ log = logging.getLogger("dcrond")
 Address = tuple[str, int]
 
 
-def log_behind(node: RaftNode) -> dict[str, int]:
-    """Entries each follower's log lacks, as this node knows it (empty unless it leads)."""
-    core = node.core
-    last = core.last_index
-    return {p.node: last - p.match for p in core.status().progress}
-
-
 def _without_systemd(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k != "NOTIFY_SOCKET" and not k.startswith("WATCHDOG_")}
 
@@ -229,7 +222,7 @@ class Host:
                         cluster_id=cluster_id,
                         voters=node.applied_conf.voters,
                         learners=node.applied_conf.learners,
-                        behind=log_behind(node),
+                        behind=node.follower_lag(),
                     ),
                 )
                 self.engine = engine

@@ -267,14 +267,6 @@ class Service:
         await self.replica.read_barrier()  # (as job.trigger: a run just made elsewhere)
         return await self.engine.kill(p.name("id"), actor=p.actor)
 
-    def _lag(self, last_index: int) -> dict[str, int] | None:
-        """Entries each member is behind (known on the leader only)."""
-        core = self.replica.node.core
-        progress = core.status().progress
-        if not progress:
-            return None
-        return {p.node: max(0, last_index - p.match) for p in progress}
-
     async def raft_propose(self, params: dict[str, Any]) -> Any:
         """A command forwarded by a follower (``dcrond.forward``): commit it here."""
         p = _Params("raft.propose", params, ("data",))
@@ -437,7 +429,7 @@ class Service:
             "last_index": st.last_index,
             "voters": list(st.voters),
             "learners": list(st.learners),
-            "lag": self._lag(st.last_index),
+            "lag": self.replica.node.follower_lag() or None,
             "ticks_dropped": st.ticks_dropped,
             "cluster_id": self.cluster.cluster_id if self.cluster is not None else None,
             "jobs": store.jobs,

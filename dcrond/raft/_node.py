@@ -140,7 +140,7 @@ class NodeStatistics:
     snapshots_discarded: int  #: given up half-way: a snapshot was restored meanwhile
     snapshot_in_flight: bool  #: one is being copied and written in worker threads now
     #: ticks not fired because the event loop was held up past them (see ``_tick_loop``)
-    ticks_dropped: int = 0
+    ticks_dropped: int
 
 
 @dataclass(slots=True)
@@ -563,6 +563,12 @@ class RaftNode:
         async with self._core_lock:
             self.core.campaign()
         self._dirty.set()
+
+    def follower_lag(self) -> dict[NodeId, int]:
+        """Entries each follower's log lacks, as this node knows (empty unless it leads)."""
+        core = self.core
+        last = core.last_index
+        return {p.node: max(0, last - p.match) for p in core.status().progress}
 
     def statistics(self) -> NodeStatistics:
         """A frozen record of this node's state and counters."""
