@@ -37,8 +37,7 @@ class _Session:
     stored_floor: int | None  #: ``acked`` as the table holds it (None: no row)
     floor: int | None  #: the highest ``acked`` so far (None: the session is new)
     last_seen: int | None  #: the newest ``now`` of a command answered (None: none)
-    answers: dict[int, tuple[bytes, Result]] = field(default_factory=dict)  #: new this txn
-    touched: bool = False  #: answered a command this transaction
+    answers: dict[int, Result] = field(default_factory=dict)  #: given in this transaction
 
 
 @final
@@ -78,7 +77,7 @@ class Sessions:
             )
         answer = s.answers.get(cmd.seq)
         if answer is not None:
-            return answer[1]
+            return answer
         # (one exact-key lookup: asking once per session for its highest stored number, to
         # skip these, cost more than all of them -- max() over the key took ~25 us)
         row = self._db.execute(
@@ -90,8 +89,7 @@ class Sessions:
     def remember(self, cmd: Command, result: Result) -> None:
         """Keep ``result`` as the answer to ``cmd``; forget what ``cmd.acked`` acknowledges."""
         s = self._session(cmd.session)
-        s.answers[cmd.seq] = (encode_result(result), result)
-        s.touched = True
+        s.answers[cmd.seq] = result
         s.last_seen = cmd.now if s.last_seen is None else max(s.last_seen, cmd.now)
         acked = cmd.seq - 1 if cmd.acked is None else cmd.acked
         if s.floor is None or acked > s.floor:
@@ -102,14 +100,17 @@ class Sessions:
         """Write what this transaction changed; the cache starts empty again."""
         db = self._db
         for name, s in self._open.items():
-            if not s.touched:
+            if not s.answers:  # only looked up (retries, stale requests): nothing to write
                 continue
             assert s.floor is not None and s.last_seen is not None
-            dead_stored = s.stored_floor is not None and s.floor > s.stored_floor
-            live = [(name, seq, data) for seq, (data, _) in s.answers.items() if seq > s.floor]
+            live = [
+                (name, seq, encode_result(result))
+                for seq, result in s.answers.items()
+                if seq > s.floor
+            ]
             if live:
                 db.executemany("INSERT INTO client_results VALUES (?, ?, ?)", live)
-            if dead_stored:  # (after the insert: emptying the session's rows first cost more)
+            if s.stored_floor is not None and s.floor > s.stored_floor:
                 db.execute(
                     "DELETE FROM client_results WHERE session = ? AND seq <= ?", (name, s.floor)
                 )

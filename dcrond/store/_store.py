@@ -284,24 +284,21 @@ class JobStore:
             else:  # a retried request: the same answer, no second effect
                 self._count_dedup += 1
             return known
-        result: Result
-        if isinstance(cmd, _WRITES_AFTER_CHECKS):
-            # A run command checks everything before its first write (``_runs``), so a
-            # refusal has written nothing: no savepoint needed (two statements saved per
-            # command, three commands per run on every replica).
-            try:
-                result = _Applied(_EXECUTORS[type(cmd)](db, cmd))
-            except (InvalidRequest, ProtocolError) as exc:
-                result = rejected_from(exc)
-                self._count_rejected += 1
-        else:
+        # A run command checks everything before its first write (``_runs``), so a refusal
+        # has written nothing: no savepoint (two statements saved per command, three
+        # commands per run on every replica).
+        savepoint = not isinstance(cmd, _WRITES_AFTER_CHECKS)
+        if savepoint:
             db.execute("SAVEPOINT command")
-            try:
-                result = _Applied(_EXECUTORS[type(cmd)](db, cmd))
-            except (InvalidRequest, ProtocolError) as exc:
+        result: Result
+        try:
+            result = _Applied(_EXECUTORS[type(cmd)](db, cmd))
+        except (InvalidRequest, ProtocolError) as exc:
+            if savepoint:
                 db.execute("ROLLBACK TO command")
-                result = rejected_from(exc)
-                self._count_rejected += 1
+            result = rejected_from(exc)
+            self._count_rejected += 1
+        if savepoint:
             db.execute("RELEASE command")
         sessions.remember(cmd, result)
         return result
